@@ -1,0 +1,1 @@
+"""The ``minids`` command-line application (click)."""

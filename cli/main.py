@@ -1,0 +1,49 @@
+"""Entry point of the ``minids`` console script.
+
+Every sub-command lives in its own module under ``cli/`` and is registered in
+``COMMANDS``; it is imported only when invoked, so ``minids --help`` is fast.
+A :class:`minids.errors.MinidsError` raised anywhere becomes a one-line
+``Error: ...`` and exit status 1, never a traceback.
+"""
+
+import importlib
+
+import click
+
+from minids import __version__
+from minids.errors import MinidsError
+
+# command name -> (module under cli/, attribute, one-line help)
+COMMANDS = {
+    "gradcheck": ("cli.gradcheck", "gradcheck", "Check every layer's backward against finite differences."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a sub-command's module only when it is used."""
+
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MinidsError as err:
+            raise click.ClickException(str(err)) from None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="minids")
+def main():
+    """minids: double-sparsity Network-in-Network on NumPy and CuPy."""

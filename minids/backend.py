@@ -1,0 +1,76 @@
+"""Array-module selection: the only module in minids that imports CuPy.
+
+Layers never import cupy. They call :func:`get_array_module` on their input
+(the Chainer pattern) and use whatever module it returns, so one code path
+serves NumPy on the CPU and CuPy on the GPU.
+"""
+
+import numpy as np
+
+from minids.errors import MinidsError
+
+try:  # CuPy is an optional extra (minids[cuda12] / minids[cuda13]).
+    import cupy as _cupy
+except Exception:  # ImportError, or a CUDA library that fails to load
+    _cupy = None
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def gpu_available():
+    """True when CuPy imports and sees at least one CUDA device."""
+    if _cupy is None:
+        return False
+    try:
+        return _cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def get_module(device):
+    """Return the array module (numpy or cupy) for ``device`` in auto|cpu|gpu.
+
+    ``auto`` picks CuPy when a GPU is usable, else NumPy. ``gpu`` without a
+    usable GPU raises :class:`MinidsError`.
+    """
+    if device not in DEVICES:
+        raise MinidsError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return np
+    if gpu_available():
+        return _cupy
+    if device == "gpu":
+        reason = "CuPy is not installed (pip install 'minids[cuda12]')" if _cupy is None \
+            else "CuPy sees no CUDA device"
+        raise MinidsError(f"--device gpu asked for, but {reason}")
+    return np
+
+
+def get_array_module(*arrays):
+    """Return cupy if any of ``arrays`` is a CuPy array, else numpy."""
+    if _cupy is not None:
+        return _cupy.get_array_module(*arrays)
+    return np
+
+
+def to_device(array, xp):
+    """Copy a host or device array onto the device of module ``xp``."""
+    if xp is np:
+        return to_host(array)
+    return xp.asarray(array)
+
+
+def to_host(array):
+    """Return ``array`` as a NumPy array (a copy from the GPU when needed)."""
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return _cupy.asnumpy(array)
+    return np.asarray(array)
+
+
+def device_name(xp):
+    """A short human description of the device behind ``xp``."""
+    if xp is np:
+        return "cpu (numpy)"
+    props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    return f"gpu ({name}, cupy)"
