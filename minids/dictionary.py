@@ -1,0 +1,141 @@
+"""Fixed DCT dictionaries for the double-sparsity convolutions.
+
+The overcomplete 1-D DCT follows the K-SVD literature (Rubinstein's
+``odctdict``): with ``n`` samples and ``m`` atoms, atom 0 is constant and atom
+``j > 0`` is ``cos(pi * j * t / m)`` for ``t = 0 .. n-1`` minus its mean; every
+atom is scaled to unit L2 norm. The 2-D dictionary is the Kronecker product of
+two 1-D ones, so every 2-D atom is a separable ``k x k`` kernel.
+
+All arrays returned here are NumPy arrays (the dictionary is built once on the
+host); a layer moves its weight to the GPU itself. Nothing is random: there is
+no seed, and the same arguments always give the same bits.
+"""
+
+import functools
+import math
+
+import numpy as np
+
+from minids.errors import MinidsError
+
+_DTYPES = (np.float32, np.float64)
+
+
+def _check_positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise MinidsError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype.type not in _DTYPES:
+        raise MinidsError(f"dictionary dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+@functools.lru_cache(maxsize=None)
+def _odct1d64(n, m):
+    """Read-only float64 (n, m) overcomplete 1-D DCT; columns are atoms."""
+    t = np.arange(n, dtype=np.float64)[:, None]
+    j = np.arange(m, dtype=np.float64)[None, :]
+    atoms = np.cos(np.pi * j * t / m)
+    atoms[:, 1:] -= atoms[:, 1:].mean(axis=0, keepdims=True)
+    atoms /= np.linalg.norm(atoms, axis=0, keepdims=True)
+    atoms.setflags(write=False)
+    return atoms
+
+
+def odct1d(n, m, dtype=np.float64):
+    """Overcomplete 1-D DCT dictionary.
+
+    Args:
+        n: samples per atom (the kernel size), ``n >= 2``.
+        m: number of atoms, ``m >= 1``. ``m >= n`` gives an overcomplete
+            dictionary; ``m < n`` is allowed and gives the first ``m``
+            atoms of the same family (an undercomplete set).
+        dtype: float32 or float64.
+
+    Returns:
+        A new (n, m) array of ``dtype``; column ``j`` is atom ``j`` with unit
+        L2 norm. Column 0 is the constant ``1/sqrt(n)``.
+    """
+    # n = 1 would make every atom j > 0 identically zero after removing its mean.
+    n = _check_positive_int("n (samples per atom)", n, minimum=2)
+    m = _check_positive_int("m (number of atoms)", m)
+    return _odct1d64(n, m).astype(_check_dtype(dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _odct2d64(k, m):
+    """Read-only float64 (m*m, k, k) separable 2-D DCT atoms, row-major."""
+    a = _odct1d64(k, m)
+    # atoms[i_v, i_h, t_v, t_h] = a[t_v, i_v] * a[t_h, i_h]
+    atoms = np.einsum("vi,hj->ijvh", a, a).reshape(m * m, k, k)
+    atoms.setflags(write=False)
+    return atoms
+
+
+def odct2d(k, m, dtype=np.float64):
+    """Overcomplete 2-D DCT dictionary: Kronecker product of two 1-D ones.
+
+    Args:
+        k: atom side in pixels, ``k >= 2``.
+        m: atoms per axis, ``m >= 1``.
+        dtype: float32 or float64.
+
+    Returns:
+        A new (m*m, k, k) array of ``dtype``. Atom ``i_v * m + i_h`` is
+        ``outer(a[:, i_v], a[:, i_h])`` with ``a = odct1d(k, m)``: row-major,
+        vertical frequency major. Every atom has unit Frobenius norm.
+    """
+    k = _check_positive_int("k (kernel size)", k, minimum=2)
+    m = _check_positive_int("m (atoms per axis)", m)
+    return _odct2d64(k, m).astype(_check_dtype(dtype))
+
+
+def atoms_per_axis(c_out, c_in):
+    """Atoms per axis for a fixed conv: ``m = ceil(sqrt(c_out * c_in))`` (exact integers)."""
+    count = c_out * c_in
+    m = math.isqrt(count)
+    return m if m * m == count else m + 1
+
+
+def dct_conv_weight(c_out, c_in, k, dtype=np.float32):
+    """Fixed OIHW weight of a DCT convolution (the ``odct2`` dictionary).
+
+    Each (output, input) pair gets its own atom: with
+    ``m = atoms_per_axis(c_out, c_in)`` the first ``c_out * c_in`` of the
+    ``m * m`` row-major 2-D atoms of ``odct2d(k, m)`` are reshaped to
+    (c_out, c_in, k, k), so ``weight[o, i]`` is 2-D atom ``o * c_in + i``.
+    For 3 -> 192 at 5x5 that is the full 24 x 24 grid.
+
+    When ``c_out * c_in < k * k`` (a very small layer) ``m < k`` and the set
+    is undercomplete; the same rule still applies.
+
+    Args:
+        c_out, c_in: output and input channels (>= 1).
+        k: kernel side in pixels (>= 2).
+        dtype: float32 (default) or float64.
+
+    Returns:
+        A new (c_out, c_in, k, k) NumPy array of ``dtype``; every kernel has
+        unit Frobenius norm. Callers may modify it: the cache is not shared.
+    """
+    c_out = _check_positive_int("c_out", c_out)
+    c_in = _check_positive_int("c_in", c_in)
+    k = _check_positive_int("k (kernel size)", k, minimum=2)
+    atoms = _odct2d64(k, atoms_per_axis(c_out, c_in))
+    return atoms[: c_out * c_in].reshape(c_out, c_in, k, k).astype(_check_dtype(dtype))
+
+
+DICTIONARIES = {"odct2": dct_conv_weight}
+
+
+def get_dictionary(name):
+    """Return the weight builder ``f(c_out, c_in, k, dtype)`` registered as ``name``."""
+    try:
+        return DICTIONARIES[name]
+    except (KeyError, TypeError):
+        known = ", ".join(sorted(DICTIONARIES))
+        raise MinidsError(f"unknown dictionary {name!r}; known: {known}") from None
