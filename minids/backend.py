@@ -74,3 +74,18 @@ def device_name(xp):
     props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     return f"gpu ({name}, cupy)"
+
+
+def random_uniform(rng, shape, xp, dtype):
+    """Uniform [0, 1) samples of ``shape`` and float ``dtype`` on the device of ``xp``.
+
+    They come from the host ``numpy.random.Generator`` ``rng``, so the stream is
+    reproducible from its state alone. Float32 samples for the GPU are drawn on
+    the device from a seed taken from ``rng`` (fast); float64 samples, used only
+    for gradient checks, are drawn on the host, so the CPU and the GPU see the
+    same values for the same ``rng`` state.
+    """
+    dtype = np.float64 if np.dtype(dtype) == np.float64 else np.float32
+    if xp is np or dtype == np.float64:
+        return to_device(rng.random(shape, dtype=dtype), xp)
+    return xp.random.default_rng(int(rng.integers(2**63))).random(shape, dtype=dtype)

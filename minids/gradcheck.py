@@ -1,0 +1,244 @@
+"""Gradient check: central finite differences against the analytic backward.
+
+For a layer f and a fixed random projection R, the scalar L = Σ f(x)·R has
+∂L/∂x = f.backward(R) and ∂L/∂θ = f.grads[θ]. The numeric gradient perturbs
+one element at a time by ±h in float64 NumPy on the CPU. On a GPU the same
+layer is copied to the device, its analytic gradients computed there with
+CuPy and compared with the NumPy numeric ones.
+
+The error of a tensor is max|analytic − numeric| / max(max|analytic|,
+max|numeric|): the largest deviation relative to the tensor's scale. It
+stays meaningful for elements whose true gradient is near zero, where an
+element-wise ratio would only measure rounding. A tensor passes at ≤ 1e-6.
+
+Inputs are drawn away from the kinks of ReLU (|x| ≥ 0.1) and with distinct,
+well-separated values for max pooling, so ±h never crosses a kink; ties are
+tested separately with hand-computed gradients (tests/test_layers.py).
+"""
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from minids.backend import to_device, to_host
+from minids.layers import (AvgPool2d, Conv2d, Dropout, FixedConv2d, GlobalAvgPool, MaxPool2d,
+                           ReLU, Sequential, SoftmaxNLL)
+
+TOLERANCE = 1e-6
+STEP = 1e-5
+
+
+@dataclass
+class Case:
+    """One gradient-check case: a float64 layer and how to draw its input.
+
+    ``build(rng)`` → layer; ``make_input(rng)`` → float64 NumPy input;
+    ``labels`` (for a loss: the class of each row) or None.
+    """
+    name: str
+    build: Callable
+    make_input: Callable
+    labels: np.ndarray = None
+
+
+@dataclass
+class Result:
+    """The check of one tensor: ``case`` name, ``tensor`` ('input' or a parameter name)."""
+    case: str
+    tensor: str
+    shape: tuple
+    error: float
+
+    @property
+    def passed(self):
+        return bool(self.error <= TOLERANCE)
+
+
+def normal(*shape):
+    """Input maker: standard normal values of ``shape``."""
+    return lambda rng: rng.standard_normal(shape)
+
+
+def away_from_zero(*shape):
+    """Input maker: normal values pushed to |x| ≥ 0.1 (clear of ReLU's kink)."""
+    def make(rng):
+        x = rng.standard_normal(shape)
+        return np.sign(x) * (np.abs(x) + 0.1)
+    return make
+
+
+def distinct(*shape):
+    """Input maker: a random permutation of values spaced 0.01 apart (no near ties)."""
+    def make(rng):
+        size = int(np.prod(shape))
+        return (rng.permutation(size) * 0.01 - size * 0.005).reshape(shape)
+    return make
+
+
+def _reset_dropout(model, seed):
+    """Give every dropout layer a fresh generator so each forward draws the same mask."""
+    for layer in getattr(model, "layers", [model]):
+        if isinstance(layer, Dropout):
+            layer.rng = np.random.default_rng(seed)
+
+
+def _scalar(model, x, projection, labels, seed):
+    """The checked scalar L: the loss itself, or Σ y·R for any other layer."""
+    _reset_dropout(model, seed)
+    if labels is not None:
+        return float(model.forward(x, labels))
+    return float((model.forward(x, train=True) * projection).sum())
+
+
+def _analytic(model, x, projection, labels, seed):
+    """Analytic gradients {name: array} of L by backward; 'input' is dL/dx."""
+    _reset_dropout(model, seed)
+    if labels is not None:
+        model.forward(x, labels)
+        dx = model.backward()
+    else:
+        model.forward(x, train=True)
+        dx = model.backward(projection)
+    grads = {name: to_host(g) for name, g in model.grads.items()}
+    grads["input"] = to_host(dx)
+    return grads
+
+
+def _numeric(model, x, projection, labels, seed):
+    """Central-difference gradients {name: array} of L, on the CPU in float64."""
+    tensors = dict(model.params, input=x)
+    numeric = {}
+    for name, array in tensors.items():
+        grad = np.zeros_like(array)
+        flat, flat_grad = array.reshape(-1), grad.reshape(-1)
+        for i in range(flat.size):
+            saved = flat[i]
+            flat[i] = saved + STEP
+            plus = _scalar(model, x, projection, labels, seed)
+            flat[i] = saved - STEP
+            minus = _scalar(model, x, projection, labels, seed)
+            flat[i] = saved
+            flat_grad[i] = (plus - minus) / (2 * STEP)
+        numeric[name] = grad
+    return numeric
+
+
+def relative_error(analytic, numeric):
+    """max|a − n| / max(max|a|, max|n|); 0 when both are all zero."""
+    scale = max(np.abs(analytic).max(), np.abs(numeric).max())
+    return 0.0 if scale == 0 else float(np.abs(analytic - numeric).max() / scale)
+
+
+def check_case(case, xp=np, seed=0):
+    """Check one case on the device of ``xp``; return a list of :class:`Result`."""
+    rng = np.random.default_rng(seed)
+    model = case.build(rng)
+    x = case.make_input(rng)
+    labels = case.labels
+    projection = None
+    if labels is None:
+        _reset_dropout(model, seed)
+        projection = rng.standard_normal(model.forward(x, train=True).shape)
+    numeric = _numeric(model, x, projection, labels, seed)
+    device_model = copy.deepcopy(model).to(xp)
+    analytic = _analytic(device_model, to_device(x, xp),
+                         None if projection is None else to_device(projection, xp),
+                         None if labels is None else to_device(labels, xp), seed)
+    results = []
+    for name, num in numeric.items():
+        if name not in analytic:
+            raise AssertionError(f"{case.name}: backward gave no gradient for {name}")
+        results.append(Result(case.name, name, num.shape, relative_error(analytic[name], num)))
+    return results
+
+
+def _tiny_nin(rng, fixed):
+    """A NiN-shaped network, 3×10×10 → 4 classes; with ``fixed`` the k×k convs are fixed.
+
+    Biases are drawn away from zero: where ReLU zeroes every input channel of a
+    pixel, the next pre-activation equals its bias, and a zero bias would sit
+    exactly on the next ReLU's kink.
+    """
+    def kxk(c_in, c_out, k, padding):
+        if fixed:
+            return FixedConv2d(rng.standard_normal((c_out, c_in, k, k)), padding=padding,
+                               dtype=np.float64)
+        return Conv2d(c_in, c_out, k, padding=padding, dtype=np.float64, rng=rng)
+    net = Sequential([
+        ("conv1", kxk(3, 6, 5, 2)), ("relu1", ReLU()),
+        ("cccp1", Conv2d(6, 5, 1, dtype=np.float64, rng=rng)), ("relu2", ReLU()),
+        ("pool1", MaxPool2d(3, 2, ceil_mode=True)), ("drop1", Dropout(0.5, rng)),
+        ("conv2", kxk(5, 6, 3, 1)), ("relu3", ReLU()),
+        ("cccp2", Conv2d(6, 4, 1, dtype=np.float64, rng=rng)), ("relu4", ReLU()),
+        ("pool2", AvgPool2d(3, 2, ceil_mode=True)),
+        ("gap", GlobalAvgPool()),
+    ])
+    for name, bias in net.params.items():
+        if name.endswith(".bias"):
+            bias[...] = away_from_zero(*bias.shape)(rng)
+    return net
+
+
+class _NetWithLoss:
+    """A network followed by SoftmaxNLL, checked as one function of (x, labels)."""
+
+    def __init__(self, net):
+        self.net, self.loss = net, SoftmaxNLL()
+        self.layers = net.layers
+
+    @property
+    def params(self):
+        return self.net.params
+
+    @property
+    def grads(self):
+        return self.net.grads
+
+    def forward(self, x, labels):
+        return self.loss.forward(self.net.forward(x, train=True), labels)
+
+    def backward(self):
+        return self.net.backward(self.loss.backward())
+
+    def to(self, xp):
+        self.net.to(xp)
+        return self
+
+
+def _conv(*args, **kwargs):
+    return lambda rng: Conv2d(*args, dtype=np.float64, rng=rng, **kwargs)
+
+
+CASES = [
+    Case("conv3x3 pad1", _conv(3, 4, 3, padding=1), normal(2, 3, 7, 7)),
+    Case("conv5x5 stride2 pad2 odd", _conv(3, 5, 5, stride=2, padding=2), normal(2, 3, 9, 7)),
+    Case("conv3x3 stride2", _conv(2, 3, 3, stride=2), normal(3, 2, 8, 9)),
+    Case("conv1x1", _conv(6, 4, 1), normal(3, 6, 5, 5)),
+    Case("fixedconv5x5 pad2",
+         lambda rng: FixedConv2d(rng.standard_normal((4, 3, 5, 5)), padding=2, dtype=np.float64),
+         normal(2, 3, 7, 7)),
+    Case("relu", lambda rng: ReLU(), away_from_zero(2, 3, 5, 5)),
+    Case("maxpool3/2 ceil", lambda rng: MaxPool2d(3, 2, ceil_mode=True), distinct(2, 3, 8, 8)),
+    Case("maxpool3/2 ceil odd", lambda rng: MaxPool2d(3, 2, ceil_mode=True), distinct(2, 2, 7, 9)),
+    Case("maxpool2/2", lambda rng: MaxPool2d(2, 2), distinct(2, 3, 6, 6)),
+    Case("avgpool3/2 ceil", lambda rng: AvgPool2d(3, 2, ceil_mode=True), normal(2, 3, 8, 8)),
+    Case("avgpool3/2 ceil odd", lambda rng: AvgPool2d(3, 2, ceil_mode=True), normal(2, 2, 7, 9)),
+    Case("globalavgpool", lambda rng: GlobalAvgPool(), normal(3, 4, 5, 5)),
+    Case("dropout", lambda rng: Dropout(0.5, rng), normal(2, 3, 4, 4)),
+    Case("softmax_nll", lambda rng: SoftmaxNLL(), normal(4, 5), labels=np.array([0, 3, 3, 1])),
+    Case("network nin", lambda rng: _NetWithLoss(_tiny_nin(rng, fixed=False)),
+         normal(2, 3, 10, 10), labels=np.array([1, 3])),
+    Case("network ds-nin", lambda rng: _NetWithLoss(_tiny_nin(rng, fixed=True)),
+         normal(2, 3, 10, 10), labels=np.array([2, 0])),
+]
+
+
+def run(xp=np, seed=0, only=None):
+    """Check every case (or those whose name starts with ``only``); return all results."""
+    cases = [c for c in CASES if only is None or c.name.startswith(only)]
+    if not cases:
+        names = ", ".join(c.name for c in CASES)
+        raise ValueError(f"no gradient-check case named {only!r}; known: {names}")
+    return [result for case in cases for result in check_case(case, xp, seed)]

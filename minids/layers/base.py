@@ -1,0 +1,68 @@
+"""The layer protocol shared by every layer, and the activation memory layout.
+
+A layer follows Torch7's ``nn`` split, in CS231n's plain style:
+
+* ``forward(x, train=True)`` returns ``y`` and keeps what backward needs;
+* ``backward(dy)`` returns ``dx`` and fills ``grads`` (same keys as ``params``).
+
+``params`` maps a name to a trainable array; ``buffers`` maps a name to a fixed
+array (such as a DCT weight) that is saved with the model but never trained.
+Arrays are NumPy or CuPy; a layer takes the array module from its input.
+
+Memory layout: activations are (N, C, H, W) at every layer's boundary, with
+any strides. Layers that allocate a 4-D result allocate it channel-major,
+(C, N, H, W) in memory, and hand out the (N, C, H, W) view given by
+:func:`swap_nc`. A convolution then reads its input and writes its output as
+one contiguous (C, N·H·W) matrix, so a chain of layers runs its GEMMs without
+transposing copies. A plain C-contiguous NCHW input works too (one copy).
+"""
+
+import numpy as np
+
+from minids.backend import to_device
+
+
+class Layer:
+    """Base class: no parameters, no buffers; subclasses override the passes."""
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.buffers = {}
+
+    def forward(self, x, train=True):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    def to(self, xp):
+        """Move parameters and buffers to the device of array module ``xp``."""
+        for store in (self.params, self.buffers):
+            for name, array in store.items():
+                store[name] = to_device(array, xp)
+        self.grads = {}
+        return self
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+def check_rank(layer, x, rank=4):
+    """Raise ValueError naming ``layer`` when ``x`` is not ``rank``-D (NCHW for 4)."""
+    if x.ndim != rank:
+        layout = "NCHW" if rank == 4 else f"{rank}-D"
+        raise ValueError(f"{layer!r} expects a {layout} input, got shape {tuple(x.shape)}")
+
+
+def as_dtype(dtype):
+    """Normalise a dtype argument (float32 by default) to a NumPy dtype."""
+    return np.dtype(np.float32 if dtype is None else dtype)
+
+
+def swap_nc(x):
+    """Swap the first two axes of a 4-D array (a view); 2-D arrays pass through.
+
+    (N, C, H, W) <-> (C, N, H, W). It is its own inverse.
+    """
+    return x.transpose(1, 0, 2, 3) if x.ndim == 4 else x

@@ -1,0 +1,34 @@
+"""Softmax cross-entropy (negative log-likelihood) loss."""
+
+from minids.backend import get_array_module
+from minids.layers.base import Layer, check_rank
+
+
+class SoftmaxNLL(Layer):
+    """Mean over the batch of −log softmax(logits)[label].
+
+    ``forward(logits (N, K), labels int (N,))`` → 0-d array (the loss, in nats);
+    ``backward()`` → dlogits (N, K) = (softmax − one_hot) / N. Uses a stable
+    log-softmax (logits shifted by their row maximum).
+    """
+
+    def forward(self, logits, labels, train=True):
+        check_rank(self, logits, rank=2)
+        if labels.shape != (logits.shape[0],):
+            raise ValueError(f"{self!r} expects labels of shape ({logits.shape[0]},), "
+                             f"got {tuple(labels.shape)}")
+        xp = get_array_module(logits)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_prob = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        rows = xp.arange(logits.shape[0])
+        self._cache = (xp.exp(log_prob), rows, labels)
+        self.log_prob = log_prob
+        return -log_prob[rows, labels].mean()
+
+    def backward(self, dy=None):
+        prob, rows, labels = self._cache
+        self._cache = None
+        dlogits = prob.copy()
+        dlogits[rows, labels] -= 1.0
+        dlogits /= prob.shape[0]
+        return dlogits
