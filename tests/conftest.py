@@ -1,0 +1,20 @@
+"""Shared fixtures; tests marked ``gpu`` skip cleanly where CuPy sees no device."""
+
+import numpy as np
+import pytest
+
+from minids.backend import gpu_available
+
+
+def pytest_collection_modifyitems(config, items):
+    if gpu_available():
+        return
+    skip = pytest.mark.skip(reason="needs CuPy and a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,42 @@
+"""Device selection and host/device moves."""
+
+import numpy as np
+import pytest
+
+from minids import backend
+from minids.errors import MinidsError
+from minids.layers import Conv2d, Sequential, ReLU
+
+
+def test_cpu_and_auto_without_gpu(monkeypatch):
+    assert backend.get_module("cpu") is np
+    monkeypatch.setattr(backend, "gpu_available", lambda: False)
+    assert backend.get_module("auto") is np
+    with pytest.raises(MinidsError, match="--device gpu"):
+        backend.get_module("gpu")
+    with pytest.raises(MinidsError, match="unknown device 'tpu'"):
+        backend.get_module("tpu")
+
+
+def test_numpy_arrays_stay_on_host():
+    x = np.arange(3.0)
+    assert backend.get_array_module(x) is np
+    assert backend.to_host(backend.to_device(x, np)) is x
+
+
+@pytest.mark.gpu
+def test_gpu_forward_backward_match_cpu(rng):
+    xp = backend.get_module("gpu")
+    net = Sequential([Conv2d(3, 4, 3, padding=1, rng=rng), ReLU(), Conv2d(4, 2, 1, rng=rng)])
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    y_cpu = net.forward(x)
+    dx_cpu = net.backward(np.ones_like(y_cpu))
+    grads_cpu = {k: v.copy() for k, v in net.grads.items()}
+    net.to(xp)
+    y_gpu = net.forward(xp.asarray(x))
+    assert backend.get_array_module(y_gpu) is xp
+    dx_gpu = net.backward(xp.ones_like(y_gpu))
+    np.testing.assert_allclose(backend.to_host(y_gpu), y_cpu, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(backend.to_host(dx_gpu), dx_cpu, rtol=1e-5, atol=1e-5)
+    for name, grad in grads_cpu.items():
+        np.testing.assert_allclose(backend.to_host(net.grads[name]), grad, rtol=1e-4, atol=1e-4)
