@@ -39,8 +39,11 @@ def _odct1d64(n, m):
     """Read-only float64 (n, m) overcomplete 1-D DCT; columns are atoms."""
     t = np.arange(n, dtype=np.float64)[:, None]
     j = np.arange(m, dtype=np.float64)[None, :]
-    atoms = np.cos(np.pi * j * t / m)
-    atoms[:, 1:] -= atoms[:, 1:].mean(axis=0, keepdims=True)
+    # cos(x) - 1 = -2 sin^2(x/2): the same atom after removing the mean, but
+    # without the cancellation that cos(x) ~ 1 causes for low frequencies.
+    atoms = -2.0 * np.sin(np.pi * j * t / (2 * m)) ** 2
+    atoms -= atoms.mean(axis=0, keepdims=True)
+    atoms[:, 0] = 1.0
     atoms /= np.linalg.norm(atoms, axis=0, keepdims=True)
     atoms.setflags(write=False)
     return atoms

@@ -1,0 +1,108 @@
+import math
+
+import numpy as np
+import pytest
+
+from minids.dictionary import (DICTIONARIES, atoms_per_axis, dct_conv_weight, get_dictionary,
+                               odct1d, odct2d)
+from minids.errors import MinidsError
+
+
+def hand_atom_1d(n, m, j):
+    """Atom j of the n-sample, m-atom overcomplete DCT, written out with math.cos."""
+    if j == 0:
+        return [1 / math.sqrt(n)] * n
+    v = [math.cos(math.pi * j * t / m) for t in range(n)]
+    mean = sum(v) / n
+    v = [x - mean for x in v]
+    norm = math.sqrt(sum(x * x for x in v))
+    return [x / norm for x in v]
+
+
+@pytest.mark.parametrize("n,m", [(5, 24), (3, 192), (5, 136), (5, 3), (2, 1)])
+def test_1d_unit_norm_and_constant_atom(n, m):
+    a = odct1d(n, m)
+    assert a.shape == (n, m) and a.dtype == np.float64
+    np.testing.assert_allclose(np.linalg.norm(a, axis=0), 1.0, rtol=1e-14)
+    np.testing.assert_allclose(a[:, 0], 1 / math.sqrt(n), rtol=1e-15)
+    np.testing.assert_allclose(a[:, 1:].sum(axis=0), 0.0, atol=1e-14)  # zero mean
+
+
+@pytest.mark.parametrize("j", [0, 1, 7, 23])
+def test_1d_atoms_match_hand_cosine(j):
+    np.testing.assert_allclose(odct1d(5, 24)[:, j], hand_atom_1d(5, 24, j), rtol=0, atol=1e-15)
+
+
+def test_2d_atoms_are_row_major_outer_products():
+    k, m = 5, 24
+    d = odct2d(k, m)
+    assert d.shape == (m * m, k, k)
+    np.testing.assert_allclose(np.linalg.norm(d.reshape(m * m, -1), axis=1), 1.0, rtol=1e-14)
+    for i_v, i_h in [(0, 0), (0, 5), (3, 0), (11, 17), (23, 23)]:
+        expected = [[hand_atom_1d(k, m, i_v)[tv] * hand_atom_1d(k, m, i_h)[th]
+                     for th in range(k)] for tv in range(k)]
+        np.testing.assert_allclose(d[i_v * m + i_h], expected, rtol=0, atol=1e-15)
+    # Atom (0, 5) varies only horizontally: every row is the same.
+    assert np.allclose(d[5], d[5][0:1, :])
+
+
+def test_first_layer_is_the_24x24_grid():
+    assert atoms_per_axis(192, 3) == 24
+    w = dct_conv_weight(192, 3, 5)
+    assert w.shape == (192, 3, 5, 5) and w.dtype == np.float32
+    grid = odct2d(5, 24)
+    for o, i in [(0, 0), (0, 2), (1, 0), (77, 1), (191, 2)]:
+        np.testing.assert_array_equal(w[o, i], grid[o * 3 + i].astype(np.float32))
+    # The whole grid is used, each atom once.
+    np.testing.assert_array_equal(w.reshape(576, 5, 5), grid.astype(np.float32))
+
+
+def test_other_layers_take_a_prefix_of_the_grid():
+    assert atoms_per_axis(192, 96) == 136  # ceil(sqrt(18432)) = ceil(135.76)
+    assert atoms_per_axis(192, 192) == 192
+    w = dct_conv_weight(192, 96, 5, dtype=np.float64)
+    grid = odct2d(5, 136)
+    np.testing.assert_array_equal(w.reshape(-1, 5, 5), grid[:192 * 96])
+    np.testing.assert_array_equal(w[100, 50], grid[100 * 96 + 50])
+
+
+def test_small_layer_is_undercomplete_but_defined():
+    w = dct_conv_weight(1, 1, 5, dtype=np.float64)  # m = 1 < k: the constant atom only
+    np.testing.assert_allclose(w, np.full((1, 1, 5, 5), 0.2), rtol=1e-15)
+    w = dct_conv_weight(2, 3, 3, dtype=np.float64)  # m = 3: first 6 of the 3x3 grid
+    np.testing.assert_array_equal(w.reshape(6, 3, 3), odct2d(3, 3)[:6])
+
+
+def test_deterministic_and_dtypes():
+    a, b = dct_conv_weight(16, 8, 3), dct_conv_weight(16, 8, 3)
+    assert a is not b
+    np.testing.assert_array_equal(a, b)
+    w64 = dct_conv_weight(16, 8, 3, dtype=np.float64)
+    assert w64.dtype == np.float64
+    np.testing.assert_array_equal(w64.astype(np.float32), a)
+    assert odct1d(5, 7, dtype=np.float32).dtype == np.float32
+    with pytest.raises(MinidsError, match="float32 or float64"):
+        dct_conv_weight(4, 4, 3, dtype=np.int32)
+
+
+def test_cache_cannot_be_corrupted():
+    for build in (lambda: dct_conv_weight(4, 3, 5, dtype=np.float64),
+                  lambda: odct2d(5, 4), lambda: odct1d(5, 4)):
+        first = build()
+        expected = first.copy()
+        assert first.flags.writeable
+        first[...] = 123.0
+        np.testing.assert_array_equal(build(), expected)
+
+
+@pytest.mark.parametrize("args", [(0, 3, 5), (3, 0, 5), (3, 3, 1), (3, 3, 2.5), (-1, 3, 3)])
+def test_bad_sizes_are_user_errors(args):
+    with pytest.raises(MinidsError):
+        dct_conv_weight(*args)
+
+
+def test_registry():
+    assert DICTIONARIES["odct2"] is dct_conv_weight
+    assert get_dictionary("odct2") is dct_conv_weight
+    with pytest.raises(MinidsError, match="unknown dictionary 'dct9'; known: odct2"):
+        get_dictionary("dct9")
