@@ -15,6 +15,7 @@ from minids.errors import MinidsError
 
 # command name -> (module under cli/, attribute, one-line help)
 COMMANDS = {
+    "data": ("cli.data", "data", "Download, inspect and verify data sets."),
     "gradcheck": ("cli.gradcheck", "gradcheck", "Check every layer's backward against finite differences."),
 }
 

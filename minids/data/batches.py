@@ -1,0 +1,97 @@
+"""Mini-batches of normalised float32 images, prepared by a background thread.
+
+The order of epoch ``e`` is a permutation drawn from ``(seed, e)`` alone, so a
+run resumed at epoch ``e`` sees exactly the batches it would have seen. The
+last batch is smaller when the batch size does not divide the data.
+"""
+
+import queue
+import threading
+
+import numpy as np
+
+from minids.backend import to_device
+from minids.data.preprocess import normalize, stats_to_device
+
+_DONE = object()
+
+
+class BatchIterator:
+    """Batches ``(x float32 xp (B, C, H, W), y int64 xp (B,))`` of uint8 ``images`` / ``labels``.
+
+    ``images`` may be a memory map: only one or two batches are read at a time.
+    With ``prefetch`` a thread reads, normalises and (on a GPU) copies the next
+    batch to the device while the current one is used.
+    """
+
+    def __init__(self, images, labels, batch_size, stats, xp, shuffle=True, seed=0, prefetch=True):
+        if batch_size < 1:
+            raise ValueError("batch_size must be positive")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
+        self.batch_size, self.xp = int(batch_size), xp
+        self.stats = stats_to_device(stats, xp)
+        self.shuffle, self.seed, self.prefetch = shuffle, int(seed), prefetch
+
+    def __len__(self):
+        return -(-len(self.labels) // self.batch_size)
+
+    def order(self, epoch):
+        """The sample order (int64 (N,)) of ``epoch``: a permutation seeded by (seed, epoch)."""
+        if not self.shuffle:
+            return np.arange(len(self.labels))
+        return np.random.default_rng([self.seed, int(epoch)]).permutation(len(self.labels))
+
+    def _batch(self, index):
+        index = np.sort(index)  # read a memory map front to back; the batch is a set
+        x = normalize(self.images[index], self.stats, self.xp)
+        return x, to_device(self.labels[index], self.xp)
+
+    def _slices(self, epoch):
+        order = self.order(epoch)
+        return (order[lo:lo + self.batch_size] for lo in range(0, len(order), self.batch_size))
+
+    def epoch(self, epoch):
+        """An iterator over the batches of ``epoch`` (0-based)."""
+        if not self.prefetch:
+            return (self._batch(index) for index in self._slices(epoch))
+        return self._prefetched(epoch)
+
+    def _prefetched(self, epoch):
+        out, stop = queue.Queue(maxsize=1), threading.Event()
+        device = None if self.xp is np else self.xp.cuda.Device()
+
+        def put(item):
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+
+        def work():
+            try:
+                if device is not None:
+                    device.use()
+                for index in self._slices(epoch):
+                    if not put(self._batch(index)):
+                        return
+                put(_DONE)
+            except BaseException as err:  # handed to the consumer, raised there
+                put(err)
+
+        thread = threading.Thread(target=work, daemon=True, name=f"minids-prefetch-{epoch}")
+        thread.start()
+        try:
+            while True:
+                item = out.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join()

@@ -1,0 +1,84 @@
+"""The data directory and the prepared cache of uint8 ``.npy`` files.
+
+The data directory holds downloaded source files; its ``prepared/`` folder holds
+one ``<key>-images.npy`` (uint8, N×C×H×W), ``<key>-labels.npy`` (int64, N) and
+``<key>.json`` per converted split. The JSON file is written last and records
+the size and modification time of every source file, so a missing, stale or
+half-written cache is rebuilt, and a valid one is memory-mapped
+(``np.load(mmap_mode='r')``) instead of parsing the sources again.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from minids.errors import MinidsError
+
+CACHE_VERSION = 1
+
+
+def default_data_dir():
+    """``$MINIDS_DATA``, else ``$XDG_CACHE_HOME/minids``, else ``~/.cache/minids``."""
+    if os.environ.get("MINIDS_DATA"):
+        return Path(os.environ["MINIDS_DATA"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "minids"
+
+
+def resolve_data_dir(data_dir=None):
+    """The data directory as a Path: ``data_dir`` if given, else the default."""
+    return Path(data_dir).expanduser() if data_dir else default_data_dir()
+
+
+def ensure_writable(directory):
+    """Create ``directory`` if needed; MinidsError when it cannot be written."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".minids-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise MinidsError(f"data directory {directory} is not writable ({err.strerror or err}); "
+                          "choose another with --data-dir or MINIDS_DATA") from None
+    return directory
+
+
+def _signature(sources):
+    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in map(Path, sources)]
+
+
+def cached_split(data_dir, key, sources, build):
+    """Return (images, labels) of a split from the prepared cache, building it once.
+
+    ``sources``: the files the split is made from (their sizes and mtimes key
+    the cache). ``build(images_path)`` parses them, writes the uint8 N×C×H×W
+    images as a ``.npy`` file at ``images_path`` and returns the int64 labels.
+    Images come back memory-mapped read-only; labels in memory.
+    """
+    folder = Path(data_dir) / "prepared"
+    meta_path = folder / f"{key}.json"
+    images_path, labels_path = folder / f"{key}-images.npy", folder / f"{key}-labels.npy"
+    meta = {"version": CACHE_VERSION, "sources": _signature(sources)}
+    try:
+        if json.loads(meta_path.read_text()) == meta:
+            return np.load(images_path, mmap_mode="r"), np.load(labels_path)
+    except (OSError, ValueError):
+        pass  # no cache yet, or a stale or broken one: rebuild it
+    ensure_writable(folder)
+    meta_path.unlink(missing_ok=True)
+    tmp_images = folder / f"{key}-images.tmp.npy"
+    try:
+        labels = np.asarray(build(tmp_images), dtype=np.int64)
+        images = np.load(tmp_images, mmap_mode="r")
+        if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
+            raise MinidsError(f"internal error: bad prepared arrays for {key}")
+        del images
+        os.replace(tmp_images, images_path)
+        np.save(labels_path, labels)
+        meta_path.write_text(json.dumps(meta))
+    finally:
+        tmp_images.unlink(missing_ok=True)
+    return np.load(images_path, mmap_mode="r"), np.load(labels_path)
