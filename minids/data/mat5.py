@@ -39,8 +39,8 @@ class _Plain:
 class _Inflate:
     """Inflates ``nbytes`` of zlib data from a file object, ``n`` bytes at a time."""
 
-    def __init__(self, f, nbytes):
-        self.f, self.left, self.z = f, nbytes, zlib.decompressobj()
+    def __init__(self, f, nbytes, path):
+        self.f, self.left, self.path, self.z = f, nbytes, path, zlib.decompressobj()
 
     def read(self, n):
         out = bytearray()
@@ -51,7 +51,10 @@ class _Inflate:
                 if not data:
                     break
                 self.left -= len(data)
-            out += self.z.decompress(data, n - len(out))
+            try:
+                out += self.z.decompress(data, n - len(out))
+            except zlib.error:
+                raise MinidsError(f"{self.path} is corrupt (bad compressed data)") from None
         return bytes(out)
 
     def finish(self):
@@ -141,20 +144,17 @@ def variables(path):
             typ, nbytes = struct.unpack(endian + "II", tag)
             start = f.tell()
             if typ == _MI_COMPRESSED:
-                stream = _Inflate(f, nbytes)
+                stream = _Inflate(f, nbytes, path)
             elif typ == _MI_MATRIX:
                 f.seek(-8, 1)
                 start, nbytes = start - 8, nbytes + 8
                 stream = _Plain(f, nbytes)
             else:
                 raise MinidsError(f"{path} is corrupt or not a MATLAB v5 file (element type {typ})")
-            try:
-                var = _header(stream, endian, path)
-                yield var
-                if var.consumed == var.nbytes and not stream.finish():
-                    raise MinidsError(f"{path} is truncated (variable {var.name} ends early)")
-            except zlib.error:
-                raise MinidsError(f"{path} is corrupt (bad compressed data)") from None
+            var = _header(stream, endian, path)
+            yield var
+            if var.consumed == var.nbytes and not stream.finish():
+                raise MinidsError(f"{path} is truncated (variable {var.name} ends early)")
             end = start + nbytes + (0 if typ == _MI_COMPRESSED else -nbytes % 8)
             if end > f.seek(0, 2):
                 raise MinidsError(f"{path} is truncated (variable {var.name} ends past the end of the file)")
