@@ -65,6 +65,14 @@ def _check_hyper(lr, momentum, weight_decay, zeta):
     return values["lr"], values["momentum"], values["weight_decay"], values["zeta"]
 
 
+def _check_grads(params, grads):
+    for name, w in params.items():
+        if name not in grads:
+            raise MinidsError(f"no gradient for parameter {name!r}")
+        if grads[name].shape != w.shape:
+            raise MinidsError(f"gradient of {name!r} has shape {grads[name].shape}, parameter {w.shape}")
+
+
 class MomentumShrink:
     """Dampened momentum SGD with L2 weight decay and an L1 soft-threshold.
 
@@ -107,14 +115,10 @@ class MomentumShrink:
             grads: dict name -> gradient of the NLL loss (same shape/module),
                 without the L2 term; not modified.
         """
+        _check_grads(params, grads)  # before touching anything: no half-applied step
         for name, w in params.items():
-            if name not in grads:
-                raise MinidsError(f"no gradient for parameter {name!r}")
-            g = grads[name]
-            if g.shape != w.shape:
-                raise MinidsError(f"gradient of {name!r} has shape {g.shape}, parameter {w.shape}")
             zeta = 0.0 if name in self.exclude else self.zeta
-            self._prev[name] = self._update(w, g, self._previous(name, w), zeta)
+            self._prev[name] = self._update(w, grads[name], self._previous(name, w), zeta)
         self.steps += 1
 
     def _previous(self, name, w):

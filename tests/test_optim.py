@@ -214,6 +214,11 @@ def test_bad_schedules_and_steps():
         opt.step({"b": np.zeros(2)}, {})
     with pytest.raises(MinidsError, match="shape"):
         opt.step({"b": np.zeros(2)}, {"b": np.zeros(3)})
+    a = np.ones(2)
+    with pytest.raises(MinidsError):     # a bad entry leaves every parameter untouched
+        opt.step({"a": a, "b": np.zeros(2)}, {"a": np.ones(2)})
+    np.testing.assert_array_equal(a, [1.0, 1.0])
+    assert opt.steps == 0
     with pytest.raises(MinidsError, match="missing 'prev'"):
         opt.load_state_dict({k: v for k, v in opt.state_dict().items() if k != "prev"})
 
