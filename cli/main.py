@@ -17,6 +17,7 @@ from minids.errors import MinidsError
 COMMANDS = {
     "data": ("cli.data", "data", "Download, inspect and verify data sets."),
     "gradcheck": ("cli.gradcheck", "gradcheck", "Check every layer's backward against finite differences."),
+    "params": ("cli.params", "params", "Trainable parameters per layer (the paper's Figure 4)."),
 }
 
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from minids.backend import to_device, to_host
 from minids.layers import (AvgPool2d, Conv2d, Dropout, FixedConv2d, GlobalAvgPool, MaxPool2d,
-                           ReLU, Sequential, SoftmaxNLL)
+                           ReLU, SoftmaxNLL)
+from minids.models import build_model
 
 TOLERANCE = 1e-6
 STEP = 1e-5
@@ -154,31 +155,22 @@ def check_case(case, xp=np, seed=0):
     return results
 
 
-def _tiny_nin(rng, fixed):
-    """A NiN-shaped network, 3×10×10 → 4 classes; with ``fixed`` the k×k convs are fixed.
+def _tiny_network(name):
+    """Builder of a float64 NiN-shaped network from :func:`build_model`, 3×10×10 → 4
+    classes, narrow enough for finite differences; DS-NiN gets the real DCT atoms.
 
     Biases are drawn away from zero: where ReLU zeroes every input channel of a
     pixel, the next pre-activation equals its bias, and a zero bias would sit
     exactly on the next ReLU's kink.
     """
-    def kxk(c_in, c_out, k, padding):
-        if fixed:
-            return FixedConv2d(rng.standard_normal((c_out, c_in, k, k)), padding=padding,
-                               dtype=np.float64)
-        return Conv2d(c_in, c_out, k, padding=padding, dtype=np.float64, rng=rng)
-    net = Sequential([
-        ("conv1", kxk(3, 6, 5, 2)), ("relu1", ReLU()),
-        ("cccp1", Conv2d(6, 5, 1, dtype=np.float64, rng=rng)), ("relu2", ReLU()),
-        ("pool1", MaxPool2d(3, 2, ceil_mode=True)), ("drop1", Dropout(0.5, rng)),
-        ("conv2", kxk(5, 6, 3, 1)), ("relu3", ReLU()),
-        ("cccp2", Conv2d(6, 4, 1, dtype=np.float64, rng=rng)), ("relu4", ReLU()),
-        ("pool2", AvgPool2d(3, 2, ceil_mode=True)),
-        ("gap", GlobalAvgPool()),
-    ])
-    for name, bias in net.params.items():
-        if name.endswith(".bias"):
-            bias[...] = away_from_zero(*bias.shape)(rng)
-    return net
+    def build(rng):
+        net = build_model(name, in_channels=3, num_classes=4, dtype=np.float64,
+                          widths=(6, 5, 4, 6, 5, 4, 5, 4), rng=rng)
+        for key, bias in net.params.items():
+            if key.endswith(".bias"):
+                bias[...] = away_from_zero(*bias.shape)(rng)
+        return _NetWithLoss(net)
+    return build
 
 
 class _NetWithLoss:
@@ -228,10 +220,8 @@ CASES = [
     Case("globalavgpool", lambda rng: GlobalAvgPool(), normal(3, 4, 5, 5)),
     Case("dropout", lambda rng: Dropout(0.5, rng), normal(2, 3, 4, 4)),
     Case("softmax_nll", lambda rng: SoftmaxNLL(), normal(4, 5), labels=np.array([0, 3, 3, 1])),
-    Case("network nin", lambda rng: _NetWithLoss(_tiny_nin(rng, fixed=False)),
-         normal(2, 3, 10, 10), labels=np.array([1, 3])),
-    Case("network ds-nin", lambda rng: _NetWithLoss(_tiny_nin(rng, fixed=True)),
-         normal(2, 3, 10, 10), labels=np.array([2, 0])),
+    Case("network nin", _tiny_network("nin"), normal(2, 3, 10, 10), labels=np.array([1, 3])),
+    Case("network ds-nin", _tiny_network("ds-nin"), normal(2, 3, 10, 10), labels=np.array([2, 0])),
 ]
 
 

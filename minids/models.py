@@ -1,0 +1,122 @@
+"""The paper's models: Network-in-Network (NiN) and double-sparsity NiN (DS-NiN).
+
+NiN, every convolution followed by ReLU (DESIGN.md "Models"):
+
+    conv1 5×5 C→192 pad 2 · cccp1 1×1 192→160 · cccp2 1×1 160→96 · pool1 max 3/2 ceil · drop1 0.5
+    conv2 5×5 96→192 pad 2 · cccp3 1×1 192→192 · cccp4 1×1 192→192 · pool2 avg 3/2 ceil · drop2 0.5
+    conv3 3×3 192→192 pad 1 · cccp5 1×1 192→192 · cccp6 1×1 192→K · gap (global average)
+
+DS-NiN replaces the weights of conv1-3 with fixed DCT dictionaries
+(:mod:`minids.dictionary`); their biases stay trainable. The 1×1 convolutions
+right after them (cccp1, cccp3, cccp5) are the coefficient layers.
+
+Initialisation (docs/models.md): learned convolutions are He-normal,
+std = sqrt(2 / fan_in), biases zero. In DS-NiN the fixed convolution has unit-
+norm atoms, so it multiplies the second moment of its input by c_in instead
+of He's 2; the coefficient layer after it is scaled by sqrt(2 / c_in) of the
+fixed layer so that every block keeps the second moment of its input, as in NiN.
+"""
+
+import numpy as np
+
+from minids.dictionary import get_dictionary
+from minids.errors import MinidsError
+from minids.layers import (AvgPool2d, Conv2d, Dropout, FixedConv2d, GlobalAvgPool, MaxPool2d,
+                           ReLU, Sequential)
+from minids.layers.base import as_dtype
+
+MODELS = ("nin", "ds-nin")
+
+# output channels of conv1, cccp1, cccp2, conv2, cccp3, cccp4, conv3, cccp5
+NIN_WIDTHS = (192, 160, 96, 192, 192, 192, 192, 192)
+
+# (name, kernel, padding) of every convolution; k > 1 is fixed in DS-NiN
+_CONVS = [("conv1", 5, 2), ("cccp1", 1, 0), ("cccp2", 1, 0),
+          ("conv2", 5, 2), ("cccp3", 1, 0), ("cccp4", 1, 0),
+          ("conv3", 3, 1), ("cccp5", 1, 0), ("cccp6", 1, 0)]
+
+
+class Network(Sequential):
+    """A Sequential with the metadata a checkpoint needs.
+
+    ``name`` ('nin' or 'ds-nin'), ``in_channels``, ``num_classes``,
+    ``dictionary`` (name of the fixed dictionary, or None for NiN) and
+    ``widths`` (the 8 hidden widths).
+    """
+
+    def __init__(self, layers, name, in_channels, num_classes, dictionary, widths):
+        super().__init__(layers)
+        self.name, self.in_channels, self.num_classes = name, in_channels, num_classes
+        self.dictionary, self.widths = dictionary, tuple(widths)
+
+    def conv_layers(self):
+        """(name, layer) of every convolution, in order."""
+        return [(n, layer) for n, layer in self.named_layers() if isinstance(layer, Conv2d)]
+
+    def fixed_layers(self):
+        """Names of the fixed (dictionary) convolutions."""
+        return [n for n, layer in self.conv_layers() if layer.fixed]
+
+    def coefficient_layers(self):
+        """Names of the 1×1 convolutions that directly follow a fixed convolution."""
+        convs = self.conv_layers()
+        return [convs[i + 1][0] for i, (_, layer) in enumerate(convs[:-1]) if layer.fixed]
+
+
+def build_model(name, in_channels=3, num_classes=10, seed=0, dtype=np.float32,
+                dictionary="odct2", widths=NIN_WIDTHS, rng=None):
+    """Build NiN or DS-NiN.
+
+    Args:
+        name: 'nin' or 'ds-nin'.
+        in_channels, num_classes: input channels (3 for SVHN/CIFAR-10, 1 for
+            Fashion-MNIST) and classes. Any spatial size ≥ 9 works; the net
+            ends in a global average pool.
+        seed: seeds the initialisation and the dropout masks (one generator,
+            ``model.rng``), unless ``rng`` (a numpy Generator) is given.
+        dtype: float32 (training) or float64 (gradient checks).
+        dictionary: name of the fixed dictionary for DS-NiN.
+        widths: the 8 hidden widths (small ones make tiny test networks).
+    Returns:
+        a :class:`Network` on the host (NumPy); ``.to(cupy)`` moves it.
+    """
+    if name not in MODELS:
+        raise MinidsError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if len(widths) != 8:
+        raise MinidsError(f"widths must list 8 channel counts, got {len(widths)}")
+    dtype = as_dtype(dtype)
+    rng = np.random.default_rng(seed) if rng is None else rng
+    fixed = name == "ds-nin"
+    make_atoms = get_dictionary(dictionary) if fixed else None
+    channels = [in_channels, *widths, num_classes]
+    layers, relu_count, gain = [], 0, 1.0
+    for index, (conv_name, k, padding) in enumerate(_CONVS):
+        c_in, c_out = channels[index], channels[index + 1]
+        if fixed and k > 1:
+            conv = FixedConv2d(make_atoms(c_out, c_in, k, dtype), padding=padding, dtype=dtype)
+            gain = np.sqrt(2.0 / c_in)
+        else:
+            conv = Conv2d(c_in, c_out, k, padding=padding, dtype=dtype, rng=rng)
+            conv.params["weight"] *= dtype.type(gain)
+            gain = 1.0
+        relu_count += 1
+        layers += [(conv_name, conv), (f"relu{relu_count}", ReLU())]
+        if conv_name == "cccp2":
+            layers += [("pool1", MaxPool2d(3, 2, ceil_mode=True)), ("drop1", Dropout(0.5, rng))]
+        elif conv_name == "cccp4":
+            layers += [("pool2", AvgPool2d(3, 2, ceil_mode=True)), ("drop2", Dropout(0.5, rng))]
+    layers.append(("gap", GlobalAvgPool()))
+    model = Network(layers, name, in_channels, num_classes, dictionary if fixed else None, widths)
+    model.rng = rng
+    return model
+
+
+def count_parameters(model):
+    """Per-layer rows (name, kind, trainable count, fixed count) of a model's convolutions."""
+    rows = []
+    for name, layer in model.conv_layers():
+        trainable = sum(int(p.size) for p in layer.params.values())
+        fixed = sum(int(b.size) for b in layer.buffers.values())
+        kind = f"{'fixed ' if layer.fixed else ''}conv {layer.k}x{layer.k} {layer.c_in}->{layer.c_out}"
+        rows.append((name, kind, trainable, fixed))
+    return rows

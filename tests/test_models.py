@@ -1,0 +1,99 @@
+"""NiN and DS-NiN: architecture, parameter counts (paper Figure 4), fixed weights."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+from minids.dictionary import dct_conv_weight
+from minids.errors import MinidsError
+from minids.layers import Conv2d, SoftmaxNLL
+from minids.models import build_model, count_parameters
+
+
+def hand_count(in_channels, classes, fixed):
+    """Figure 4 by hand: weights c_out*c_in*k*k (0 when fixed) plus biases c_out."""
+    convs = [(in_channels, 192, 5, True), (192, 160, 1, False), (160, 96, 1, False),
+             (96, 192, 5, True), (192, 192, 1, False), (192, 192, 1, False),
+             (192, 192, 3, True), (192, 192, 1, False), (192, classes, 1, False)]
+    return sum((0 if fixed and is_kxk else co * ci * k * k) + co for ci, co, k, is_kxk in convs)
+
+
+def test_parameter_counts_match_the_paper():
+    nin = sum(r[2] for r in count_parameters(build_model("nin")))
+    ds = sum(r[2] for r in count_parameters(build_model("ds-nin")))
+    assert nin == hand_count(3, 10, False) == 966_986
+    assert ds == hand_count(3, 10, True) == 160_010
+    assert round(ds / nin, 3) == 0.165
+    one = build_model("ds-nin", in_channels=1, num_classes=10)
+    assert sum(r[2] for r in count_parameters(one)) == hand_count(1, 10, True)
+
+
+def test_params_cli_reports_figure_4():
+    nin = CliRunner().invoke(main, ["params", "--model", "nin"])
+    ds = CliRunner().invoke(main, ["params", "--model", "ds-nin"])
+    assert nin.exit_code == 0 and ds.exit_code == 0
+    assert "966,986" in nin.output and "ratio to NiN: 1.000" in nin.output
+    assert "160,010" in ds.output and "ratio to NiN: 0.165" in ds.output
+    ds1 = CliRunner().invoke(main, ["params", "--model", "ds-nin", "--in-channels", "1", "--classes", "10"])
+    assert f"{hand_count(1, 10, True):,}" in ds1.output
+
+
+def test_layer_list_and_spatial_sizes():
+    model = build_model("nin")
+    convs = model.conv_layers()
+    assert [(n, c.k, c.padding, c.c_in, c.c_out) for n, c in convs] == [
+        ("conv1", 5, 2, 3, 192), ("cccp1", 1, 0, 192, 160), ("cccp2", 1, 0, 160, 96),
+        ("conv2", 5, 2, 96, 192), ("cccp3", 1, 0, 192, 192), ("cccp4", 1, 0, 192, 192),
+        ("conv3", 3, 1, 192, 192), ("cccp5", 1, 0, 192, 192), ("cccp6", 1, 0, 192, 10)]
+    assert model.names.count("drop1") == 1 and model["drop1"].p == 0.5
+    assert model["pool1"].ceil_mode and model["pool2"].ceil_mode
+    # every conv is followed by a ReLU
+    for name, _ in convs:
+        assert type(model.layers[model.names.index(name) + 1]).__name__ == "ReLU"
+    x = np.zeros((2, 3, 32, 32), np.float32)
+    for name, layer in model.named_layers():
+        x = layer.forward(x, train=False)
+        if name in ("pool1", "pool2"):
+            assert x.shape[2:] == {"pool1": (16, 16), "pool2": (8, 8)}[name]
+    assert x.shape == (2, 10)
+
+
+def test_ds_nin_fixed_layers_and_coefficient_layers():
+    model = build_model("ds-nin")
+    assert model.fixed_layers() == ["conv1", "conv2", "conv3"]
+    assert model.coefficient_layers() == ["cccp1", "cccp3", "cccp5"]
+    np.testing.assert_array_equal(model["conv2"].weight, dct_conv_weight(192, 96, 5))
+    assert build_model("nin").coefficient_layers() == []
+
+
+def test_ds_nin_training_step_leaves_fixed_weights_bit_identical():
+    model = build_model("ds-nin", in_channels=1, widths=(12, 10, 8, 12, 12, 12, 12, 12))
+    before = {k: v.copy() for k, v in model.buffers.items()}
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 1, 16, 16)).astype(np.float32)
+    loss = SoftmaxNLL()
+    loss.forward(model.forward(x), np.array([0, 1, 2, 3]))
+    model.backward(loss.backward())
+    for key, value in before.items():
+        np.testing.assert_array_equal(model.buffers[key], value)
+    assert not any(k.startswith(("conv1.weight", "conv2.weight", "conv3.weight")) for k in model.grads)
+    assert set(model.grads) == set(model.params)
+
+
+def test_initialisation_keeps_logits_in_a_sane_range():
+    x = np.random.default_rng(1).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    for name in ("nin", "ds-nin"):
+        logits = build_model(name, seed=3).forward(x, train=False)
+        assert 0.05 < logits.std() < 20, name
+
+
+def test_same_seed_same_model_and_unknown_names():
+    a, b = build_model("nin", seed=5), build_model("nin", seed=5)
+    for key in a.params:
+        np.testing.assert_array_equal(a.params[key], b.params[key])
+    with pytest.raises(MinidsError, match="unknown model 'vgg'"):
+        build_model("vgg")
+    with pytest.raises(MinidsError, match="unknown dictionary"):
+        build_model("ds-nin", dictionary="wavelet")
+    assert isinstance(build_model("nin")["cccp6"], Conv2d)
