@@ -18,7 +18,7 @@ from minids.errors import MinidsError
 _MI_MATRIX, _MI_COMPRESSED = 14, 15
 _MI_DTYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8",
               12: "i8", 13: "u8"}
-_CHUNK = 1 << 20
+_CHUNK = 1 << 18
 
 
 class _Plain:

@@ -1,0 +1,90 @@
+"""The prepared cache: converted once, memory-mapped afterwards, rebuilt when stale;
+bounded memory while converting and iterating."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from data_files import random_split, write_svhn
+from minids import data
+from minids.data import svhn
+from minids.data.preprocess import fit_stats
+from minids.errors import MinidsError
+
+
+@pytest.fixture
+def svhn_test(tmp_path):
+    images, labels = random_split(600, (3, 32, 32), 11)
+    write_svhn(tmp_path / "test_32x32.mat", images, labels)
+    return images, labels
+
+
+def test_cache_is_memory_mapped_and_reused(tmp_path, svhn_test, monkeypatch):
+    x, y = data.load("svhn", "test", tmp_path)
+    assert isinstance(x, np.memmap) and not x.flags.writeable
+    assert (tmp_path / "prepared" / "svhn-test-images.npy").exists()
+
+    def fail(*args):
+        raise AssertionError("parsed the .mat file again")
+
+    monkeypatch.setattr(svhn, "convert", fail)
+    x2, y2 = data.load("svhn", "test", tmp_path)
+    assert isinstance(x2, np.memmap)
+    np.testing.assert_array_equal(x2, svhn_test[0])
+    np.testing.assert_array_equal(y2, svhn_test[1])
+
+
+def test_cache_rebuilt_when_source_changes_or_cache_breaks(tmp_path, svhn_test):
+    data.load("svhn", "test", tmp_path)
+    images, labels = random_split(300, (3, 32, 32), 12)
+    write_svhn(tmp_path / "test_32x32.mat", images, labels)
+    x, y = data.load("svhn", "test", tmp_path)
+    np.testing.assert_array_equal(x, images)
+    (tmp_path / "prepared" / "svhn-test.json").unlink()
+    (tmp_path / "prepared" / "svhn-test-images.npy").write_bytes(b"half-written")
+    np.testing.assert_array_equal(data.load("svhn", "test", tmp_path)[1], labels)
+
+
+def test_cache_dir_not_writable(tmp_path, svhn_test):
+    (tmp_path / "prepared").write_text("a file where the cache folder should be")
+    with pytest.raises(MinidsError, match="is not writable.*--data-dir or MINIDS_DATA"):
+        data.load("svhn", "test", tmp_path)
+
+
+def test_default_data_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("MINIDS_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert data.default_data_dir() == tmp_path / "minids"
+    monkeypatch.setenv("MINIDS_DATA", str(tmp_path / "elsewhere"))
+    assert data.default_data_dir() == tmp_path / "elsewhere"
+
+
+def test_conversion_streams_in_chunks(tmp_path, monkeypatch):
+    images, labels = random_split(2000, (3, 32, 32), 13)
+    write_svhn(tmp_path / "test_32x32.mat", images, labels)
+    monkeypatch.setattr(svhn, "_CHUNK_IMAGES", 64)
+    tracemalloc.start()
+    try:
+        data.load("svhn", "test", tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < images.nbytes / 4  # never the whole of X in memory
+
+
+def test_iterating_keeps_memory_bounded(tmp_path, svhn_test):
+    images, labels = data.load("svhn", "test", tmp_path)
+    stats = fit_stats(images)
+    batch = 32 * 3 * 32 * 32 * 4  # bytes of one float32 batch; the set is ~19 batches
+    tracemalloc.start()
+    try:
+        iterator = data.BatchIterator(images, labels, 32, stats, np, seed=0)
+        for epoch in range(3):
+            for x, y in iterator.epoch(epoch):
+                pass
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(iterator) == 19
+    assert peak < 8 * batch < images.size * 4 / 2
