@@ -79,7 +79,8 @@ def normalize(images, stats, xp):
     The uint8 pixels are copied to the device first (4× less traffic than
     float32) and converted there.
     """
-    kind = str(stats["kind"])
+    kind = stats["kind"]
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)  # also as read back from HDF5
     x = to_device(np.asarray(images), xp).astype(xp.float32)
     if kind == "standard":
         mean = xp.asarray(stats["mean"], dtype=xp.float32).reshape(1, -1, 1, 1)
