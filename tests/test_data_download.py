@@ -101,3 +101,22 @@ def test_unwritable_data_dir(tmp_path):
     blocker.write_text("")
     with pytest.raises(MinidsError, match="is not writable"):
         download_files({"good.bin": (1, MD5)}, "http://127.0.0.1:9/", blocker / "sub", progress=False)
+
+
+def test_load_with_download_uses_the_mirror(server, tmp_path, monkeypatch):
+    from data_files import random_split, write_svhn
+    from minids import data
+    from minids.data import svhn
+
+    files, served = {}, {}
+    for name, seed in (("train", 1), ("test", 2)):
+        write_svhn(tmp_path / "src.mat", *random_split(20, (3, 32, 32), seed))
+        raw = (tmp_path / "src.mat").read_bytes()
+        served[f"{name}_32x32.mat"] = raw
+        files[f"{name}_32x32.mat"] = (len(raw), hashlib.md5(raw).hexdigest())
+    monkeypatch.setattr(Handler, "files", served)
+    monkeypatch.setattr(svhn, "FILES", files)
+    monkeypatch.setenv("MINIDS_MIRROR", server)
+    x, y = data.load("svhn", "train", tmp_path / "cache", extra=False, download=True)
+    assert x.shape == (20, 3, 32, 32) and sorted((tmp_path / "cache").glob("*.mat"))
+    assert len(data.load("svhn", "test", tmp_path / "cache", extra=False)[1]) == 20
