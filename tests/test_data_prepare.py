@@ -61,7 +61,7 @@ def test_stratified_order_prefixes_are_balanced():
 
 def test_prepare_subsets_and_validation(mini):
     prep = data.prepare("fashion-mnist-mini", train_size=500, test_size=100, val_size=200, seed=1)
-    (xt, yt), (xv, yv), (xs, ys) = prep.train, prep.val, prep.test
+    (xt, yt), (xv, yv), (_, ys) = prep.train, prep.val, prep.test
     assert (len(yt), len(yv), len(ys)) == (500, 200, 100)
     assert (np.bincount(yt) == 50).all() and (np.bincount(yv) == 20).all() and (np.bincount(ys) == 10).all()
     assert xt.dtype == np.uint8 and yt.dtype == np.int64
