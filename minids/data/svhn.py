@@ -1,14 +1,17 @@
 """SVHN "format 2" (cropped 32×32 digits) from ``{train,test,extra}_32x32.mat``.
 
 Each file holds ``X`` (uint8, MATLAB dims 32×32×3×N: row, column, channel,
-image) and ``y`` (N×1, labels 1..10 where 10 means the digit 0). Pixels are
-streamed into the prepared cache as uint8 N×3×32×32, so even ``extra`` (531,131
-images) is never inflated whole in memory.
+image) and ``y`` (N×1, labels 1..10 where 10 means the digit 0). They are
+read with ``scipy.io`` one variable at a time and written into the prepared
+cache as uint8 N×3×32×32 in chunks, so converting ``extra`` (531,131 images)
+holds its 1.6 GB of uint8 pixels once, and never as float.
 """
 
-import numpy as np
+import zlib
 
-from minids.data import mat5
+import numpy as np
+import scipy.io
+
 from minids.errors import MinidsError
 
 BASE_URL = "http://ufldl.stanford.edu/housenumbers/"
@@ -29,36 +32,54 @@ def split_files(split, extra=True):
     return ["train_32x32.mat", "extra_32x32.mat"] if extra else ["train_32x32.mat"]
 
 
+def _read_error(path, err):
+    """A one-line error for a .mat file scipy.io could not read."""
+    message = str(err).lower()
+    if isinstance(err, (EOFError, zlib.error)) or any(
+            hint in message for hint in ("truncated", "not enough", "could not read")):
+        return MinidsError(f"{path} is truncated or corrupt ({err}); download it again")
+    return MinidsError(f"{path} is not a MATLAB .mat file that scipy.io can read ({err})")
+
+
+def _load(path, name):
+    """Load one variable of a .mat file with scipy.io; MinidsError when unreadable."""
+    try:
+        return scipy.io.loadmat(path, variable_names=[name]).get(name)
+    except Exception as err:  # scipy raises ValueError, TypeError, zlib.error, EOFError...
+        raise _read_error(path, err) from None
+
+
 def _count(path):
-    """Number of images in a .mat file, read from the dims of ``X``."""
-    for var in mat5.variables(path):
-        if var.name == "X":
-            if len(var.dims) != 4 or var.dims[:3] != (32, 32, 3):
-                raise MinidsError(f"{path}: X has shape {var.dims}, expected 32×32×3×N")
-            if var.dtype.itemsize != 1:
-                raise MinidsError(f"{path}: X is not uint8 (stored as {var.dtype})")
-            return var.dims[3]
-    raise MinidsError(f"{path} has no variable X; is it an SVHN format-2 file?")
+    """Number of images in a .mat file, read from the header of ``X`` (no pixels loaded)."""
+    try:
+        shapes = {name: (shape, cls) for name, shape, cls in scipy.io.whosmat(path)}
+    except Exception as err:
+        raise _read_error(path, err) from None
+    if "X" not in shapes:
+        raise MinidsError(f"{path} has no variable X; is it an SVHN format-2 file?")
+    shape, cls = shapes["X"]
+    if len(shape) != 4 or tuple(shape[:3]) != (32, 32, 3):
+        raise MinidsError(f"{path}: X has shape {tuple(shape)}, expected 32×32×3×N")
+    if cls != "uint8":
+        raise MinidsError(f"{path}: X is not uint8 (stored as {cls})")
+    return shape[3]
 
 
 def _read_into(path, out):
-    """Stream ``X`` of ``path`` into ``out`` (uint8 N×3×32×32); return labels int64 (N,)."""
-    n, labels = len(out), None
-    for var in mat5.variables(path):
-        if var.name == "X":
-            for lo in range(0, n, _CHUNK_IMAGES):
-                k = min(_CHUNK_IMAGES, n - lo)
-                # column-major 32×32×3×k is C-order k×3×32(column)×32(row)
-                out[lo:lo + k] = var.read(k * 3072).reshape(k, 3, 32, 32).transpose(0, 1, 3, 2)
-        elif var.name == "y":
-            if sorted(var.dims) != [1, n]:
-                raise MinidsError(f"{path}: y has shape {var.dims}, expected {n}×1")
-            labels = var.read(n).astype(np.int64)
-    if labels is None:
+    """Copy ``X`` of ``path`` into ``out`` (uint8 N×3×32×32); return labels int64 (N,)."""
+    n = len(out)
+    pixels = _load(path, "X")  # 32×32×3×N: row, column, channel, image; fails if truncated
+    y = _load(path, "y")
+    if y is None:
         raise MinidsError(f"{path} has no variable y; is it an SVHN format-2 file?")
+    if sorted(y.shape) != [1, n]:
+        raise MinidsError(f"{path}: y has shape {y.shape}, expected {n}×1")
+    labels = y.reshape(-1).astype(np.int64)
     if labels.min() < 1 or labels.max() > 10:
         raise MinidsError(f"{path}: labels out of range {labels.min()}..{labels.max()}, expected 1..10")
     labels[labels == 10] = 0
+    for lo in range(0, n, _CHUNK_IMAGES):
+        out[lo:lo + _CHUNK_IMAGES] = pixels[:, :, :, lo:lo + _CHUNK_IMAGES].transpose(3, 2, 0, 1)
     return labels
 
 
