@@ -1,0 +1,88 @@
+"""Test error, per-class accuracy and the confusion matrix of a model on a data set."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from minids.backend import get_module, to_host
+from minids.data import NUM_CLASSES, BatchIterator, load
+from minids.data.preprocess import stratified_order, subset
+from minids.errors import MinidsError
+from minids.io import load_model
+
+EVAL_BATCH = 256
+
+
+def predict(model, images, labels, stats, xp, batch_size=EVAL_BATCH):
+    """Predicted classes (int64 host (N,)) of uint8 ``images`` (N, C, H, W), in input order.
+
+    The model runs in inference mode (no dropout); inputs are normalised with
+    ``stats``. ``labels`` only rides along with the batches.
+    """
+    batches = BatchIterator(images, labels, batch_size, stats, xp, shuffle=False, prefetch=False)
+    out = [to_host(model.forward(x, train=False).argmax(axis=1)) for x, _ in batches.epoch(0)]
+    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+
+
+def confusion_matrix(labels, predictions, num_classes):
+    """int64 (K, K) matrix whose [true, predicted] entry counts the images."""
+    labels, predictions = np.asarray(labels, np.int64), np.asarray(predictions, np.int64)
+    flat = labels * num_classes + predictions
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+@dataclass
+class Evaluation:
+    """Result of :func:`evaluate`: ``confusion`` (K, K) int64 [true, predicted],
+    ``test_error`` (fraction), ``per_class_accuracy`` float64 (K,) (NaN for a class with no images)."""
+
+    confusion: np.ndarray
+    test_error: float
+    per_class_accuracy: np.ndarray
+
+    @property
+    def count(self):
+        return int(self.confusion.sum())
+
+
+def summarize(confusion):
+    """An :class:`Evaluation` from a confusion matrix."""
+    confusion = np.asarray(confusion, np.int64)
+    total = confusion.sum()
+    per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+    per_class = np.where(confusion.sum(axis=1) > 0, per_class, np.nan)
+    error = 1.0 - np.trace(confusion) / total if total else float("nan")
+    return Evaluation(confusion, float(error), per_class)
+
+
+def check_compatible(attrs, input_shape, num_classes, where="weights"):
+    """Raise MinidsError when weights' input shape or class count differ from the data's."""
+    shape = tuple(int(v) for v in attrs["input_shape"])
+    if shape[0] != input_shape[0] or int(attrs["num_classes"]) != num_classes:
+        raise MinidsError(f"{where} are for inputs {'x'.join(map(str, shape))} with "
+                          f"{attrs['num_classes']} classes, the data has "
+                          f"{'x'.join(map(str, input_shape))} with {num_classes} classes")
+    if shape != tuple(input_shape):
+        raise MinidsError(f"{where} were trained on {'x'.join(map(str, shape))} images, the data has "
+                          f"{'x'.join(map(str, input_shape))}")
+
+
+def evaluate(weights, data, data_dir=None, device="auto", test_size=None, download=False, extra=True):
+    """Evaluate the weights file ``weights`` on the test split of data set ``data``.
+
+    The stored preprocessing statistics are used (not refitted). ``test_size``
+    keeps the same deterministic stratified subset as ``minids train
+    --test-size`` with the run's seed. Returns an :class:`Evaluation`.
+    """
+    xp = get_module(device)
+    model = load_model(weights, device="cpu")
+    images, labels = load(data, "test", data_dir, extra=extra, download=download)
+    check_compatible(model.weights_attrs, tuple(images.shape[1:]), NUM_CLASSES, where=str(weights))
+    if test_size:
+        if test_size > len(labels):
+            raise MinidsError(f"--test-size {test_size} is more than the {len(labels)} images available")
+        seed = int(model.weights_attrs.get("seed", 0))
+        images, labels = subset(images, labels, stratified_order(labels, seed)[:test_size])
+    model.to(xp)
+    predictions = predict(model, images, labels, model.preprocessing, xp)
+    return summarize(confusion_matrix(labels, predictions, model.num_classes))

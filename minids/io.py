@@ -1,0 +1,225 @@
+"""HDF5 weights files, schema version 1 (docs/weights.md): write, read, load a model.
+
+A file holds one run: the model's layers (OIHW float32 weights and biases, the
+fixed DCT weights included and flagged), the preprocessing statistics, the
+optimizer state, the dropout generator's state and the per-epoch history, so
+that evaluation uses the same numbers and a run resumes exactly. It is readable
+with plain h5py. :func:`write_weights` writes atomically: a temporary file in
+the same folder (``NAME.tmp``), closed and synced, then renamed over ``NAME``.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from minids import __version__
+from minids.backend import get_module, to_host
+from minids.errors import MinidsError
+from minids.models import build_model
+
+FORMAT = "minids-weights"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class WeightsFile:
+    """The contents of a weights file as plain Python and NumPy values.
+
+    attrs: root attributes (str, int, float, list of str / int).
+    layers: conv name -> {'weight' float32 (O, I, k, k), 'bias' float32 (O,),
+        'k', 'stride', 'padding' (int), 'fixed' (bool)}, in network order.
+    preprocessing: the statistics dict of :mod:`minids.data.preprocess`.
+    optimizer: a :meth:`minids.optim.MomentumShrink.state_dict` (or None).
+    rng_state: the run generator's ``bit_generator.state`` (or None).
+    history: column -> float64 (epochs,).
+    """
+
+    attrs: dict
+    layers: dict
+    preprocessing: dict
+    optimizer: dict | None = None
+    rng_state: dict | None = None
+    history: dict = field(default_factory=dict)
+
+
+def _plain(value):
+    """An h5py attribute value as a plain Python value."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def _attr(value):
+    """A Python value as something h5py stores portably (lists of str as UTF-8 strings)."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return np.array(value, dtype=h5py.string_dtype())
+    if isinstance(value, (list, tuple)) and not value:
+        return np.array([], dtype=h5py.string_dtype())
+    if value is None:
+        return ""
+    return value
+
+
+def layer_arrays(model):
+    """{conv name: {'weight', 'bias' host float32, 'k', 'stride', 'padding', 'fixed'}} of ``model``."""
+    return {name: {"weight": np.asarray(to_host(conv.weight), dtype=np.float32),
+                   "bias": np.asarray(to_host(conv.bias), dtype=np.float32),
+                   "k": int(conv.k), "stride": int(conv.stride), "padding": int(conv.padding),
+                   "fixed": bool(conv.fixed)}
+            for name, conv in model.conv_layers()}
+
+
+def _write(f, contents):
+    for key, value in contents.attrs.items():
+        f.attrs[key] = _attr(value)
+    f.attrs["format"] = FORMAT
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["minids_version"] = __version__
+    layers = f.create_group("layers")
+    for name, layer in contents.layers.items():
+        group = layers.create_group(name)
+        for key in ("k", "stride", "padding", "fixed"):
+            group.attrs[key] = layer[key]
+        weight = group.create_dataset("weight", data=np.asarray(layer["weight"], dtype=np.float32))
+        weight.attrs["fixed"] = bool(layer["fixed"])
+        group.create_dataset("bias", data=np.asarray(layer["bias"], dtype=np.float32))
+    pre = f.create_group("preprocessing")
+    for key, value in contents.preprocessing.items():
+        if isinstance(value, str) or np.ndim(value) == 0:
+            pre.attrs[key] = value
+        else:
+            pre.create_dataset(key, data=np.asarray(value))
+    if contents.optimizer is not None:
+        opt = f.create_group("optimizer")
+        for key in ("steps", "epoch", "lr", "base_lr", "momentum", "weight_decay", "zeta"):
+            opt.attrs[key] = contents.optimizer[key]
+        opt.attrs["exclude"] = _attr(list(contents.optimizer["exclude"]))
+        prev = opt.create_group("prev")
+        for key, value in contents.optimizer["prev"].items():
+            prev.create_dataset(key, data=np.asarray(value))
+    if contents.rng_state is not None:
+        f.create_group("rng").attrs["state"] = json.dumps(contents.rng_state)
+    history = f.create_group("history")
+    for key, values in contents.history.items():
+        history.create_dataset(key, data=np.asarray(values, dtype=np.float64))
+
+
+def write_weights(path, contents):
+    """Write ``contents`` (a :class:`WeightsFile`) to ``path`` atomically.
+
+    The file appears complete or not at all: on any error (a full disk, an
+    interrupt) the temporary file is removed and an existing ``path`` is left
+    as it was. Raises MinidsError when the folder cannot be written.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(tmp, "w") as f:
+            _write(f, contents)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise MinidsError(f"cannot write weights to {path}: {err.strerror or err}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _open(path):
+    path = Path(path)
+    if not path.exists():
+        raise MinidsError(f"{path}: no such weights file")
+    if path.is_dir():
+        raise MinidsError(f"{path} is a folder, not a weights file")
+    if not h5py.is_hdf5(path):
+        raise MinidsError(f"{path} is not an HDF5 file (minids weights are HDF5, see docs/weights.md)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise MinidsError(f"cannot open {path}: {err}") from None
+    fmt = _plain(f.attrs.get("format", ""))
+    if fmt != FORMAT:
+        f.close()
+        raise MinidsError(f"{path} is HDF5 but not minids weights (no format={FORMAT!r} attribute)")
+    version = _plain(f.attrs.get("schema_version", 0))
+    if not isinstance(version, int) or version > SCHEMA_VERSION or version < 1:
+        f.close()
+        raise MinidsError(f"{path} has weights schema version {version}; this minids "
+                          f"({__version__}) reads version {SCHEMA_VERSION}: upgrade minids")
+    return f
+
+
+def read_weights(path):
+    """Read a weights file into a :class:`WeightsFile`; MinidsError if it is not one."""
+    with _open(path) as f:
+        try:
+            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            order = attrs.get("layer_order") or list(f["layers"])
+            layers = {}
+            for name in order:
+                group = f["layers"][name]
+                layers[name] = {"weight": group["weight"][()], "bias": group["bias"][()],
+                                **{k: _plain(group.attrs[k]) for k in ("k", "stride", "padding", "fixed")}}
+            pre = f["preprocessing"]
+            preprocessing = {k: (v if isinstance(v, str) else np.float32(v))
+                             for k, v in ((k, _plain(v)) for k, v in pre.attrs.items())}
+            preprocessing.update({k: pre[k][()] for k in pre})
+            optimizer = None
+            if "optimizer" in f:
+                opt = f["optimizer"]
+                optimizer = {k: _plain(v) for k, v in opt.attrs.items()}
+                optimizer["prev"] = {k: opt["prev"][k][()] for k in opt["prev"]}
+            rng_state = json.loads(_plain(f["rng"].attrs["state"])) if "rng" in f else None
+            history = {k: f["history"][k][()] for k in f["history"]} if "history" in f else {}
+        except (KeyError, ValueError, TypeError) as err:
+            raise MinidsError(f"{path}: damaged minids weights file ({err})") from None
+    return WeightsFile(attrs, layers, preprocessing, optimizer, rng_state, history)
+
+
+def model_from_weights(contents, dtype=np.float32):
+    """A :class:`minids.models.Network` (NumPy) with the layers of ``contents``."""
+    attrs = contents.attrs
+    c, _, _ = attrs["input_shape"]
+    model = build_model(attrs["model"], in_channels=int(c), num_classes=int(attrs["num_classes"]),
+                        seed=int(attrs.get("seed", 0)), dtype=dtype,
+                        dictionary=attrs.get("dictionary") or "odct2", widths=tuple(attrs["widths"]))
+    for name, conv in model.conv_layers():
+        layer = contents.layers.get(name)
+        if layer is None:
+            raise MinidsError(f"weights file has no layer {name!r}")
+        store = conv.buffers if conv.fixed else conv.params
+        for key, target in (("weight", store), ("bias", conv.params)):
+            if target[key].shape != layer[key].shape:
+                raise MinidsError(f"layer {name}.{key} has shape {layer[key].shape} in the file, "
+                                  f"the model needs {target[key].shape}")
+            target[key][...] = layer[key]
+    return model
+
+
+def load_model(path, device="cpu"):
+    """A ready model from a weights file, on ``device`` ('auto', 'cpu' or 'gpu').
+
+    The model carries ``preprocessing`` (the statistics to normalise inputs
+    with) and ``weights_attrs`` (the file's root attributes).
+    """
+    contents = read_weights(path)
+    model = model_from_weights(contents)
+    model.to(get_module(device))
+    model.preprocessing = contents.preprocessing
+    model.weights_attrs = contents.attrs
+    return model

@@ -1,0 +1,467 @@
+"""The training loop as a library: :class:`TrainConfig` and :func:`train`.
+
+One run trains NiN or DS-NiN with :class:`minids.optim.MomentumShrink` and,
+after every epoch, records one history row (the paper's Figures 6-8: train
+loss, train error, test error, sparsity of every coefficient layer and
+overall) and writes the weights file (docs/weights.md) atomically, plus a CSV
+of the history beside it. A run resumes exactly from its file: weights,
+optimizer state, the dropout generator and the epoch; the data order of epoch
+``e`` depends only on (seed, e). See docs/training.md.
+"""
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from minids.backend import device_name, get_module
+from minids.data import DATASETS, BatchIterator, prepare
+from minids.errors import MinidsError
+from minids.evaluate import check_compatible, predict
+from minids.io import WeightsFile, layer_arrays, model_from_weights, read_weights, write_weights
+from minids.layers import SoftmaxNLL
+from minids.models import MODELS, NIN_WIDTHS, build_model
+from minids.optim import MomentumShrink, constant, multistep, step_decay
+from minids.sparsity import layer_sparsity, overall_sparsity
+
+# Per data set: epochs when --epochs is not given (see docs/training.md).
+DEFAULT_EPOCHS = {"fashion-mnist-mini": 3, "fashion-mnist": 15, "svhn": 20, "cifar10": 100}
+DEFAULT_DATA = "fashion-mnist-mini"
+DEFAULT_MODEL = "ds-nin"
+DEFAULT_LR = 0.1
+DEFAULT_MOMENTUM = 0.9
+DEFAULT_WEIGHT_DECAY = 1e-4
+DEFAULT_ZETA = {"ds-nin": 1e-5, "nin": 0.0}
+DEFAULT_BATCH_SIZE = 128
+
+# Options that define a run: a resumed run takes them from its file.
+RUN_OPTIONS = ("data", "model", "batch_size", "lr", "momentum", "weight_decay", "zeta",
+               "lr_schedule", "seed", "preprocess", "train_size", "test_size", "val_size",
+               "widths", "extra")
+
+
+@dataclass
+class TrainConfig:
+    """Options of a run; ``None`` means "the default" (or, with ``resume``, "as in the file").
+
+    Sizes are image counts (``None``: the whole split); ``lr_schedule`` is
+    ``constant``, ``step:EPOCHS:GAMMA`` or ``multistep:E1,E2,...:GAMMA`` (epochs
+    count from 0); ``widths`` the 8 hidden widths (default NiN's).
+    """
+
+    data: str | None = None
+    model: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    zeta: float | None = None
+    lr_schedule: str | None = None
+    device: str = "auto"
+    seed: int | None = None
+    data_dir: str | None = None
+    download: bool = False
+    extra: bool | None = None
+    preprocess: str | None = None
+    out: str | None = None
+    resume: str | None = None
+    force: bool = False
+    train_size: int | None = None
+    test_size: int | None = None
+    val_size: int | None = None
+    widths: tuple | None = None
+
+
+def parse_schedule(spec):
+    """(callable epoch -> multiplier, JSON description) of a ``--lr-schedule`` string."""
+    text = str(spec).strip()
+    parts = text.split(":")
+    try:
+        if parts == ["constant"]:
+            return constant(), json.dumps({"spec": text, "kind": "constant"})
+        if parts[0] == "step" and len(parts) == 3:
+            every, gamma = int(parts[1]), float(parts[2])
+            return step_decay(every, gamma), json.dumps(
+                {"spec": text, "kind": "step", "step_epochs": every, "gamma": gamma})
+        if parts[0] == "multistep" and len(parts) == 3:
+            milestones = sorted(int(m) for m in parts[1].split(","))
+            gamma = float(parts[2])
+            if any(m < 0 for m in milestones):
+                raise ValueError
+            return multistep(milestones, gamma), json.dumps(
+                {"spec": text, "kind": "multistep", "milestones": milestones, "gamma": gamma})
+    except ValueError:
+        pass
+    raise MinidsError(f"bad --lr-schedule {text!r}; use constant, step:EPOCHS:GAMMA "
+                      "or multistep:E1,E2,...:GAMMA (e.g. multistep:8,12:0.1)")
+
+
+def default_schedule(epochs):
+    """``multistep`` dividing the rate by 10 after half and after three quarters of ``epochs``."""
+    first, second = max(1, round(epochs / 2)), max(1, round(epochs * 3 / 4))
+    if first >= epochs:
+        return "constant"
+    return f"multistep:{first},{second}:0.1" if second > first else f"multistep:{first}:0.1"
+
+
+def default_out(model, data):
+    """``weights/<model>-<data>.h5`` in the current folder."""
+    return str(Path("weights") / f"{model}-{data}.h5")
+
+
+def csv_path(out):
+    """The history CSV beside the weights file ``out`` (same name, ``.csv``)."""
+    return Path(out).with_suffix(".csv")
+
+
+def _check_numbers(cfg):
+    for name in ("lr", "momentum", "weight_decay", "zeta"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise MinidsError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}")
+    if cfg.momentum >= 1:
+        raise MinidsError(f"--momentum must be in [0, 1), got {cfg.momentum!r}")
+    if cfg.epochs < 1:
+        raise MinidsError(f"--epochs must be >= 1, got {cfg.epochs}")
+    if cfg.batch_size < 1:
+        raise MinidsError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    for name in ("train_size", "test_size", "val_size"):
+        value = getattr(cfg, name)
+        if value is not None and value < (0 if name == "val_size" else 1):
+            raise MinidsError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if len(cfg.widths) != 8 or any(int(w) < 1 for w in cfg.widths):
+        raise MinidsError(f"--widths needs 8 positive channel counts, got {','.join(map(str, cfg.widths))}")
+    if cfg.data not in DATASETS:
+        raise MinidsError(f"unknown data set {cfg.data!r}; choose one of {', '.join(DATASETS)}")
+    if cfg.model not in MODELS:
+        raise MinidsError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
+
+
+def _file_config(attrs):
+    """The run options stored in a weights file's attributes."""
+    schedule = json.loads(attrs["schedule"])["spec"]
+    sizes = {k: (int(attrs[k]) if attrs.get(f"{k}_asked", 1) else None)
+             for k in ("train_size", "test_size", "val_size")}
+    return {"data": attrs["dataset"], "model": attrs["model"], "batch_size": int(attrs["batch_size"]),
+            "lr": float(attrs["lr"]), "momentum": float(attrs["momentum"]),
+            "weight_decay": float(attrs["weight_decay"]), "zeta": float(attrs["zeta"]),
+            "lr_schedule": schedule, "seed": int(attrs["seed"]), "preprocess": attrs["preprocess"],
+            "widths": tuple(int(w) for w in attrs["widths"]), "extra": bool(attrs.get("extra", True)),
+            **sizes}
+
+
+def resolve(cfg):
+    """A complete config: defaults filled in, or the resumed file's run options.
+
+    Raises MinidsError for invalid values, and when resuming with a run option
+    that differs from the file's (another model, data set, learning rate...).
+    Returns (config, resumed WeightsFile or None).
+    """
+    resumed = None
+    if cfg.resume:
+        resumed = read_weights(cfg.resume)
+        stored = _file_config(resumed.attrs)
+        for name in RUN_OPTIONS:
+            given = getattr(cfg, name)
+            if given is not None and _differs(given, stored[name]):
+                flag = "--" + name.replace("_", "-")
+                raise MinidsError(f"--resume {cfg.resume}: that run used {flag} {_show(stored[name])}, "
+                                  f"not {_show(given)}; drop {flag} or start a new run with another --out")
+        if resumed.optimizer is None or resumed.rng_state is None:
+            raise MinidsError(f"--resume {cfg.resume}: the file has no optimizer or RNG state to resume")
+        cfg = replace(cfg, **stored, out=cfg.out or cfg.resume,
+                      epochs=cfg.epochs or int(resumed.attrs["epochs"]))
+    else:
+        data = cfg.data or DEFAULT_DATA
+        model = cfg.model or DEFAULT_MODEL
+        epochs = cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS.get(data, 10)
+        cfg = replace(cfg, data=data, model=model, epochs=epochs,
+                      batch_size=cfg.batch_size or DEFAULT_BATCH_SIZE,
+                      lr=DEFAULT_LR if cfg.lr is None else cfg.lr,
+                      momentum=DEFAULT_MOMENTUM if cfg.momentum is None else cfg.momentum,
+                      weight_decay=DEFAULT_WEIGHT_DECAY if cfg.weight_decay is None else cfg.weight_decay,
+                      zeta=DEFAULT_ZETA.get(model, 0.0) if cfg.zeta is None else cfg.zeta,
+                      lr_schedule=cfg.lr_schedule or default_schedule(epochs),
+                      seed=0 if cfg.seed is None else cfg.seed,
+                      preprocess=cfg.preprocess or "standard",
+                      val_size=cfg.val_size or 0,
+                      widths=tuple(cfg.widths or NIN_WIDTHS),
+                      extra=True if cfg.extra is None else cfg.extra,
+                      out=cfg.out or default_out(model, data))
+    _check_numbers(cfg)
+    parse_schedule(cfg.lr_schedule)
+    if resumed is not None and cfg.epochs < int(resumed.attrs["epoch"]):
+        raise MinidsError(f"--epochs {cfg.epochs} is fewer than the {resumed.attrs['epoch']} epochs "
+                          f"{cfg.resume} has already done")
+    return cfg, resumed
+
+
+def _differs(given, stored):
+    if isinstance(stored, float):
+        return not math.isclose(float(given), stored, rel_tol=1e-12, abs_tol=0.0)
+    if isinstance(stored, tuple):
+        return tuple(int(v) for v in given) != stored
+    return given != stored
+
+
+def _show(value):
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _check_out(cfg):
+    """Refuse to overwrite a file that is not the run being resumed (unless ``force``)."""
+    out = Path(cfg.out)
+    if out.is_dir():
+        raise MinidsError(f"--out {out} is a folder; give a file name such as {out / 'run.h5'}")
+    if not out.exists() or cfg.force:
+        return
+    if cfg.resume and out.resolve() == Path(cfg.resume).resolve():
+        return
+    raise MinidsError(f"{out} already exists; pass --force to overwrite it, --resume {out} to "
+                      "continue that run, or choose another --out")
+
+
+class SilentReporter:
+    """Reporter protocol of :func:`train`; this one prints nothing.
+
+    ``start(lines)``: a few lines describing the run; ``epoch_bar(epoch, batches)``
+    returns an object with ``update(images, loss)`` and ``close()``;
+    ``row(columns, values)``: one finished epoch; ``message(text)``.
+    """
+
+    def start(self, lines):
+        pass
+
+    def epoch_bar(self, epoch, batches):
+        return self
+
+    def update(self, images, loss):
+        pass
+
+    def close(self):
+        pass
+
+    def row(self, columns, values):
+        pass
+
+    def message(self, text):
+        pass
+
+
+class Interrupted(Exception):
+    """Training stopped by Ctrl-C; the message says where and what was kept."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the resolved config, the model (on its device),
+    the history (column -> list of floats) and the weights path."""
+
+    config: TrainConfig
+    model: object
+    history: dict
+    out: Path
+
+
+def _sparsity_weights(model):
+    """Weights whose zeros are counted: the coefficient layers (DS-NiN), or every
+    learned convolution (NiN, which has none)."""
+    names = model.coefficient_layers() or [n for n, c in model.conv_layers() if not c.fixed]
+    return {name: model[name].weight for name in names}
+
+
+def history_columns(model, with_val):
+    """Names of the history columns, in order."""
+    cols = ["epoch", "lr", "train_loss", "train_error", "test_error"]
+    cols += ["val_error"] if with_val else []
+    cols += [f"sparsity_{n}" for n in model.coefficient_layers()]
+    return cols + ["sparsity", "seconds", "images_per_second"]
+
+
+class _Run:
+    """State of one run between epochs (model, optimizer, data, history)."""
+
+    def __init__(self, cfg, resumed, reporter):
+        self.cfg, self.reporter = cfg, reporter
+        self.xp = get_module(cfg.device)
+        self.data = prepare(cfg.data, cfg.data_dir, train_size=cfg.train_size, test_size=cfg.test_size,
+                            val_size=cfg.val_size, seed=cfg.seed, preprocess=cfg.preprocess,
+                            extra=cfg.extra, download=cfg.download)
+        schedule, self.schedule_json = parse_schedule(cfg.lr_schedule)
+        self.optimizer = MomentumShrink(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.zeta, schedule)
+        if resumed is None:
+            self.model = build_model(cfg.model, in_channels=self.data.input_shape[0],
+                                     num_classes=self.data.num_classes, seed=cfg.seed,
+                                     widths=cfg.widths)
+            self.epoch, self.history = 0, {}
+        else:
+            check_compatible(resumed.attrs, self.data.input_shape, self.data.num_classes,
+                             where=f"--resume {cfg.resume}")
+            self.model = model_from_weights(resumed)
+            self.model.rng.bit_generator.state = resumed.rng_state
+            self.optimizer.load_state_dict(resumed.optimizer)
+            self.data.stats = resumed.preprocessing
+            self.epoch = int(resumed.attrs["epoch"])
+            self.history = {k: [float(v) for v in a] for k, a in resumed.history.items()}
+        self.model.to(self.xp)
+        self.columns = history_columns(self.model, self.data.val is not None)
+        for col in self.columns:
+            self.history.setdefault(col, [])
+        self.batches = BatchIterator(*self.data.train, cfg.batch_size, self.data.stats, self.xp,
+                                     shuffle=True, seed=cfg.seed)
+
+    def describe(self):
+        cfg, d = self.cfg, self.data
+        shape = "x".join(map(str, d.input_shape))
+        val = f" / {len(d.val[1])} val" if d.val is not None else ""
+        start = f"resuming {cfg.resume} after epoch {self.epoch}" if cfg.resume else "new run"
+        return [f"{cfg.model} on {cfg.data}: {len(d.train[1])} train / {len(d.test[1])} test{val} "
+                f"images of {shape}, {self.model.num_classes} classes; {device_name(self.xp)}",
+                f"lr {cfg.lr:g} ({cfg.lr_schedule}), momentum {cfg.momentum:g}, weight decay "
+                f"{cfg.weight_decay:g}, zeta {cfg.zeta:g}, batch {cfg.batch_size}, seed {cfg.seed}, "
+                f"epochs {cfg.epochs}; {start}; weights -> {cfg.out}"]
+
+    def train_epoch(self):
+        """One pass over the training split; returns (mean loss, error, seconds)."""
+        model, loss_fn, opt = self.model, SoftmaxNLL(), self.optimizer
+        opt.set_epoch(self.epoch)
+        total_loss, wrong, seen = 0.0, 0, 0
+        bar = self.reporter.epoch_bar(self.epoch + 1, len(self.batches))
+        start = time.perf_counter()
+        try:
+            for index, (x, y) in enumerate(self.batches.epoch(self.epoch)):
+                logits = model.forward(x, train=True)
+                loss = float(loss_fn.forward(logits, y))
+                if not math.isfinite(loss):
+                    raise MinidsError(
+                        f"the loss became {loss} at epoch {self.epoch + 1}, batch {index + 1} "
+                        f"(lr {opt.lr:g}); stopped; {self.cfg.out} keeps the last good epoch "
+                        f"({self.epoch}); try a smaller --lr")
+                model.backward(loss_fn.backward())
+                opt.step(model.params, model.grads)
+                n = int(y.shape[0])
+                wrong += int((logits.argmax(axis=1) != y).sum())
+                total_loss += loss * n
+                seen += n
+                bar.update(n, total_loss / seen)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted during epoch {self.epoch + 1} after {seen} images; {self.cfg.out} holds "
+                f"epoch {self.epoch}; `minids train --resume {self.cfg.out}` redoes epoch "
+                f"{self.epoch + 1} from its start, exactly as an uninterrupted run") from None
+        finally:
+            bar.close()
+        return total_loss / seen, wrong / seen, time.perf_counter() - start
+
+    def error(self, split):
+        images, labels = split
+        predictions = predict(self.model, images, labels, self.data.stats, self.xp)
+        return float(np.mean(predictions != np.asarray(labels)))
+
+    def record(self, loss, train_error, train_seconds, epoch_start):
+        """Evaluate, append one history row and advance the epoch; returns the row (dict)."""
+        weights = _sparsity_weights(self.model)
+        row = {"epoch": self.epoch + 1, "lr": self.optimizer.lr, "train_loss": loss,
+               "train_error": train_error, "test_error": self.error(self.data.test)}
+        if self.data.val is not None:
+            row["val_error"] = self.error(self.data.val)
+        for name, value in layer_sparsity(weights).items():
+            if f"sparsity_{name}" in self.columns:
+                row[f"sparsity_{name}"] = value
+        row["sparsity"] = overall_sparsity(weights)
+        row["seconds"] = time.perf_counter() - epoch_start
+        row["images_per_second"] = len(self.data.train[1]) / train_seconds
+        for col in self.columns:
+            self.history[col].append(float(row[col]))
+        self.epoch += 1
+        return row
+
+    def contents(self):
+        cfg, model, attrs = self.cfg, self.model, {}
+        attrs.update({
+            "model": model.name, "input_shape": np.array(self.data.input_shape, np.int64),
+            "num_classes": int(model.num_classes), "widths": np.array(model.widths, np.int64),
+            "dictionary": model.dictionary or "", "dataset": cfg.data, "seed": int(cfg.seed),
+            "epoch": int(self.epoch), "epochs": int(cfg.epochs), "lr": float(cfg.lr),
+            "momentum": float(cfg.momentum), "weight_decay": float(cfg.weight_decay),
+            "zeta": float(cfg.zeta), "batch_size": int(cfg.batch_size), "schedule": self.schedule_json,
+            "preprocess": cfg.preprocess, "extra": bool(cfg.extra),
+            "train_size": len(self.data.train[1]), "test_size": len(self.data.test[1]),
+            "val_size": 0 if self.data.val is None else len(self.data.val[1]),
+            "train_size_asked": cfg.train_size is not None, "test_size_asked": cfg.test_size is not None,
+            "val_size_asked": True,
+            "layer_order": [n for n, _ in model.conv_layers()],
+            "coefficient_layers": model.coefficient_layers(),
+        })
+        if self.history["epoch"]:
+            for key in ("train_loss", "train_error", "test_error", "sparsity"):
+                attrs[key] = self.history[key][-1]
+            attrs["test_accuracy"] = 1.0 - self.history["test_error"][-1]
+        else:
+            attrs.update(train_loss=float("nan"), train_error=float("nan"), test_error=float("nan"),
+                         test_accuracy=float("nan"), sparsity=overall_sparsity(_sparsity_weights(model)))
+        return WeightsFile(attrs, layer_arrays(model), self.data.stats, self.optimizer.state_dict(),
+                           self.model.rng.bit_generator.state, self.history)
+
+    def save(self):
+        write_weights(self.cfg.out, self.contents())
+        write_csv(csv_path(self.cfg.out), self.columns, self.history)
+
+
+def write_csv(path, columns, history):
+    """The history as CSV (one row per epoch), written atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for i in range(len(history[columns[0]])):
+        writer.writerow([_fmt(col, history[col][i]) for col in columns])
+    tmp = Path(str(path) + ".tmp")
+    try:
+        tmp.write_text(buffer.getvalue())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise MinidsError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def _fmt(col, value):
+    if col == "epoch":
+        return str(int(value))
+    return repr(float(value))
+
+
+def train(config, reporter=None):
+    """Run (or resume) training as ``config`` says; returns a :class:`TrainResult`.
+
+    Writes the weights file after every epoch (and once before the first,
+    so an early Ctrl-C leaves a resumable file). Raises MinidsError on bad
+    options or a NaN/inf loss (the file keeps the last good epoch) and
+    :class:`Interrupted` on Ctrl-C.
+    """
+    reporter = reporter or SilentReporter()
+    cfg, resumed = resolve(config)
+    _check_out(cfg)
+    run = _Run(cfg, resumed, reporter)
+    reporter.start(run.describe())
+    if resumed is None or Path(cfg.out).resolve() != Path(cfg.resume).resolve():
+        run.save()
+    while run.epoch < cfg.epochs:
+        epoch_start = time.perf_counter()
+        loss, train_error, seconds = run.train_epoch()
+        row = run.record(loss, train_error, seconds, epoch_start)
+        try:
+            run.save()
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted while saving epoch {run.epoch}; {cfg.out} holds the "
+                              "epoch before it; --resume continues from there") from None
+        reporter.row(run.columns, [row[c] for c in run.columns])
+    return TrainResult(cfg, run.model, run.history, Path(cfg.out))
+
+
