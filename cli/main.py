@@ -20,6 +20,7 @@ COMMANDS = {
     "params": ("cli.params", "params", "Trainable parameters per layer (the paper's Figure 4)."),
     "train": ("cli.train", "train_command", "Train NiN or DS-NiN; weights and history to HDF5."),
     "evaluate": ("cli.evaluate", "evaluate_command", "Test error, per-class accuracy and confusion matrix."),
+    "analyze": ("cli.analyze", "analyze_command", "Tables and figures of the paper from weights files."),
 }
 
 
