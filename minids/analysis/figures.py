@@ -25,6 +25,16 @@ from minids.errors import MinidsError
 
 FIGURES = ("history", "atoms", "filters", "histogram")
 DPI = 120
+
+
+def figure_size(name, layers=1):
+    """(width, height) in inches of figure ``name``; the PNG is DPI times that in pixels.
+
+    ``layers`` is the number of rows of the histogram (:func:`histogram_layers`).
+    """
+    return {"history": (11.0, 4.5), "atoms": (7.0, 7.5), "filters": (7.0, 7.5),
+            "histogram": (9.0, 1.2 + 2.1 * layers)}[name]
+
 _GAP = 0.12  # grey level of the gaps between tiles
 
 
@@ -45,20 +55,25 @@ def _title(weights):
 def _save(fig, out):
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI, bbox_inches="tight")
+    fig.savefig(out, dpi=DPI)
     _pyplot().close(fig)
     return out
 
 
 def plot_history(weights, out):
-    """Figure 8: (a) error per epoch, (b) exact-zero percentage per coefficient layer."""
+    """Figure 8: (a) error per epoch, (b) exact-zero percentage per coefficient layer.
+
+    (b) also shows the history's ``sparsity`` column: all coefficient layers
+    pooled, or every learned layer of a NiN.
+    """
     history = weights.history
     if len(history.get("epoch", ())) == 0:
         raise MinidsError(f"{weights.path}: no training history (no completed epoch)")
     plt = _pyplot()
     epoch = history["epoch"]
-    fig, (err, spa) = plt.subplots(1, 2, figsize=(11, 4))
-    for column, label, style in (("test_error", "test", "o-"), ("train_error", "train", "s--")):
+    fig, (err, spa) = plt.subplots(1, 2, figsize=figure_size("history"), layout="constrained")
+    for column, label, style in (("test_error", "test", "o-"), ("val_error", "validation", "^-"),
+                                 ("train_error", "train", "s--")):
         if column in history:
             err.plot(epoch, 100 * history[column], style, ms=3, label=label)
     err.set(xlabel="epoch", ylabel="error (%)", title="(a) classification error")
@@ -66,14 +81,14 @@ def plot_history(weights, out):
     for name in weights.coefficient_layers:
         if f"sparsity_{name}" in history:
             spa.plot(epoch, 100 * history[f"sparsity_{name}"], "o-", ms=3, label=name)
-    if weights.coefficient_layers and "sparsity" in history:
-        spa.plot(epoch, 100 * history["sparsity"], "k--", label="all coefficient layers")
+    if "sparsity" in history:
+        spa.plot(epoch, 100 * history["sparsity"], "k--",
+                 label="all coefficient layers" if weights.coefficient_layers
+                 else "all layers (NiN)")
     spa.set(xlabel="epoch", ylabel="exact zeros (%)", title="(b) zero coefficients",
             ylim=(0, 100))
     if spa.lines:
         spa.legend()
-    else:
-        spa.text(0.5, 0.5, "no coefficient layers (NiN)", ha="center", transform=spa.transAxes)
     for ax in (err, spa):
         ax.grid(alpha=0.3)
     fig.suptitle(_title(weights))
@@ -89,7 +104,7 @@ def plot_atoms(weights, out):
     image = mosaic(tiles / (2 * np.abs(tiles).max()) + 0.5, fill=_GAP)
     columns = int(np.ceil(np.sqrt(len(tiles))))
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 7))
+    fig, ax = plt.subplots(figsize=figure_size("atoms"), layout="constrained")
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(f"{name} atoms Φ₁: {f1}×{c} = {len(tiles)} DCT atoms of {k}×{k}, "
                  f"{columns} per row\n(output o, input i at position o·{c} + i; "
@@ -116,7 +131,7 @@ def plot_filters(weights, out):
     plt = _pyplot()
     from matplotlib.patches import Rectangle
 
-    fig, ax = plt.subplots(figsize=(7, 7))
+    fig, ax = plt.subplots(figsize=figure_size("filters"), layout="constrained")
     ax.imshow(image, cmap="gray" if c == 1 else None, vmin=0, vmax=1, interpolation="nearest")
     zero = np.flatnonzero(~np.any(filters.reshape(f2, -1) != 0, axis=1))
     for f in zero:
@@ -154,7 +169,7 @@ def plot_histogram(weights, out, bins=60):
     plt = _pyplot()
     from matplotlib.ticker import NullFormatter
 
-    fig, axes = plt.subplots(len(names), 2, figsize=(9, 1.1 + 2.1 * len(names)), squeeze=False,
+    fig, axes = plt.subplots(len(names), 2, figsize=figure_size("histogram", len(names)), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 9]}, sharey="row",
                              layout="constrained")
     fig.get_layout_engine().set(wspace=0.0, hspace=0.05)

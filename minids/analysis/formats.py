@@ -61,8 +61,8 @@ def fields(report):
                   Count(layer["zero_filters"], layer["filters"])),
                  ("sparsity", f"zero_inputs_{key}", f"{name} unused inputs",
                   Count(layer["zero_inputs"], layer["inputs"]))]
-    rows.append(("sparsity", "coefficient_sparsity", "coefficient layers together",
-                 report["sparsity"]["coefficient_sparsity"]))
+    rows.append(("sparsity", "sparsity", "all * layers (NiN: all layers)",
+                 report["sparsity"]["overall"]))
     if report["flops"] is not None:
         f = report["flops"]
         rows += [("flops", "flops", "as stored", f["dense"]),
@@ -71,7 +71,7 @@ def fields(report):
     return rows
 
 
-_PERCENT = {"test_accuracy", "coefficient_sparsity"}
+_PERCENT = {"test_accuracy", "sparsity"}
 
 
 def _show(key, value):

@@ -20,8 +20,9 @@ report, a nested dict of plain Python values (JSON-ready):
     trainable, fixed, nin_trainable (NiN of the same input channels, classes
     and widths) and ratio_to_nin (Figure 4).
 ``sparsity``
-    coefficient_layers (names) and coefficient_sparsity: the zero fraction
-    of their weights pooled together (Figure 7's layers; ``None`` for NiN).
+    layers: the layers whose zeros are counted, as ``minids train`` counts
+    them: the coefficient layers (Figure 7), or every learned convolution of
+    a NiN; overall: the zero fraction of their weights pooled together.
 ``flops``
     FLOPs per image (forward) of the model as stored (``dense``), after
     :func:`minids.prune.prune_model` removes what the zeros allow
@@ -69,8 +70,8 @@ def analyze(weights, flops=True):
     c = weights.input_shape[0]
     trainable = sum(row["trainable"] for row in layers)
     nin = nin_parameters(c, attrs["num_classes"], attrs["widths"])
-    coeff_rows = [row for row in layers if row["coefficient"]]
-    coeff_weights = sum(row["weights"] for row in coeff_rows)
+    counted = [row for row in layers if row["coefficient"]] or [row for row in layers
+                                                                 if not row["fixed"]]
     summary = {"model": attrs["model"], "dataset": attrs.get("dataset"),
                "input_shape": list(weights.input_shape), "num_classes": attrs["num_classes"],
                "epoch": attrs.get("epoch"), "epochs": attrs.get("epochs"),
@@ -84,9 +85,9 @@ def analyze(weights, flops=True):
         "parameters": {"trainable": trainable,
                        "fixed": sum(row["fixed_parameters"] for row in layers),
                        "nin_trainable": nin, "ratio_to_nin": trainable / nin},
-        "sparsity": {"coefficient_layers": [row["name"] for row in coeff_rows],
-                     "coefficient_sparsity": (sum(row["zeros"] for row in coeff_rows) / coeff_weights
-                                              if coeff_weights else None)},
+        "sparsity": {"layers": [row["name"] for row in counted],
+                     "overall": (sum(row["zeros"] for row in counted)
+                                 / sum(row["weights"] for row in counted))},
         "flops": model_flops(weights) if flops else None,
     }
 
