@@ -25,6 +25,7 @@ from minids.errors import MinidsError
 
 FIGURES = ("history", "atoms", "filters", "histogram")
 DPI = 120
+_GAP = 0.12  # grey level of the gaps between tiles
 
 
 def figure_size(name, layers=1):
@@ -34,8 +35,6 @@ def figure_size(name, layers=1):
     """
     return {"history": (11.0, 4.5), "atoms": (7.0, 7.5), "filters": (7.0, 7.5),
             "histogram": (9.0, 1.2 + 2.1 * layers)}[name]
-
-_GAP = 0.12  # grey level of the gaps between tiles
 
 
 def _pyplot():
@@ -106,9 +105,9 @@ def plot_atoms(weights, out):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=figure_size("atoms"), layout="constrained")
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    order = f"output o, input i at position o·{c} + i" if c > 1 else "output o at position o"
     ax.set_title(f"{name} atoms Φ₁: {f1}×{c} = {len(tiles)} DCT atoms of {k}×{k}, "
-                 f"{columns} per row\n(output o, input i at position o·{c} + i; "
-                 "one grey scale, mid-grey = 0)", fontsize=10)
+                 f"{columns} per row\n({order}; one grey scale, mid-grey = 0)", fontsize=10)
     ax.set_axis_off()
     fig.suptitle(_title(weights), fontsize=10)
     return _save(fig, out)
