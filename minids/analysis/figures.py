@@ -156,17 +156,19 @@ def plot_histogram(weights, out, bins=60):
     """Histogram of |w| per layer on a log axis, the exact zeros as a red bar on the left.
 
     One row per layer, all on the same bins (log-spaced over the smallest to
-    the largest non-zero magnitude of all shown layers). Heights are
+    the largest non-zero magnitude of all shown layers); a dotted line marks
+    the shrink threshold ζ. Heights are
     percentages of the layer's weights, on a log scale so that a large zero
     bar does not flatten the rest.
     """
     names = histogram_layers(weights)
+    zeta = float(weights.attrs.get("zeta") or 0.0)
     magnitudes = [np.abs(weights.layers[n]["weight"].astype(np.float64)).ravel() for n in names]
     nonzero = np.concatenate([m[m > 0] for m in magnitudes])
     edges = (np.logspace(np.log10(nonzero.min()), np.log10(nonzero.max()), bins + 1)
              if nonzero.size else None)
     plt = _pyplot()
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import NullLocator
 
     fig, axes = plt.subplots(len(names), 2, figsize=figure_size("histogram", len(names)), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 9]}, sharey="row",
@@ -184,9 +186,13 @@ def plot_histogram(weights, out, bins=60):
             counts, _ = np.histogram(w[w > 0], edges)
             ax.stairs(100 * counts / w.size, edges, fill=True, color="tab:blue")
             ax.set_xlim(edges[0], edges[-1])
+        if zeta > 0:
+            ax.axvline(zeta, color="black", linestyle=":", linewidth=1)
+            ax.text(zeta, 0.97, " ζ", transform=ax.get_xaxis_transform(), va="top")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        for axis in (ax.xaxis, ax.yaxis):   # minor log ticks: clutter, and slow to lay out
+            axis.set_minor_locator(NullLocator())
         ax.tick_params(labelleft=False)
         ax.set_title(f"{name}: {share:.2f}% exact zeros ({zeros:,} of {w.size:,} weights)",
                      fontsize=10)
