@@ -3,6 +3,14 @@
 Both compute y = W ⋆ x + b with weights OIHW (C_out, C_in, k, k) as one GEMM
 on im2col columns; a 1×1, stride-1, unpadded convolution is a plain GEMM on
 the input itself. See :mod:`minids.layers.im2col` for the column layout.
+
+Memory: a trainable k×k convolution keeps its columns from forward for the
+weight gradient. Where no weight gradient is needed (a fixed convolution, or
+evaluation) the columns are built and consumed one chunk of images at a time
+(at most ``CHUNK_BYTES``), and backward folds the input gradient chunk by
+chunk too, so the k²-times-larger column matrix never exists whole.
+``needs_input_grad = False`` (set on a network's first layer) skips the input
+gradient: backward then returns None.
 """
 
 import numpy as np
@@ -10,6 +18,9 @@ import numpy as np
 from minids.backend import get_array_module
 from minids.layers.base import Layer, as_dtype, check_rank, swap_nc
 from minids.layers.im2col import col2im, im2col, output_size
+
+#: largest im2col block (bytes) built at once where the columns need not be kept
+CHUNK_BYTES = 64 * 2**20
 
 
 class Conv2d(Layer):
@@ -21,6 +32,8 @@ class Conv2d(Layer):
     """
 
     fixed = False
+    #: False skips the input gradient (backward returns None); for a network's first layer
+    needs_input_grad = True
 
     def __init__(self, c_in, c_out, k, stride=1, padding=0, dtype=None, rng=None):
         super().__init__()
@@ -56,32 +69,59 @@ class Conv2d(Layer):
         if x.shape[1] != self.c_in:
             raise ValueError(f"{self!r} expects {self.c_in} input channels, "
                              f"got shape {tuple(x.shape)}")
+        xp = get_array_module(x)
         n, _, h, w = x.shape
         h_out = output_size(h, self.k, self.stride, self.padding)
         w_out = output_size(w, self.k, self.stride, self.padding)
         if h_out < 1 or w_out < 1:
             raise ValueError(f"{self!r}: input {tuple(x.shape)} is smaller than the kernel")
+        weight = self.weight.reshape(self.c_out, -1)
+        keep_cols = train and not self.fixed
         if self.is_pointwise:
             cols = swap_nc(x).reshape(self.c_in, n * h * w)
-        else:
+            y = weight @ cols
+        elif keep_cols:
             cols = im2col(x, self.k, self.stride, self.padding)
-        self._cache = (x.shape, cols)
-        y = self.weight.reshape(self.c_out, -1) @ cols
+            y = weight @ cols
+        else:
+            # no weight gradient: unfold a chunk of images at a time and drop the columns
+            cols, pixels = None, h_out * w_out
+            y = xp.empty((self.c_out, n * pixels), dtype=x.dtype)
+            for start, stop in self._chunks(n, pixels):
+                xp.matmul(weight, im2col(x[start:stop], self.k, self.stride, self.padding),
+                          out=y[:, start * pixels:stop * pixels])
         y += self.bias[:, None]
+        self._cache = (x.shape, cols if keep_cols else None) if train else None
         return swap_nc(y.reshape(self.c_out, n, h_out, w_out))
 
+    def _chunks(self, n, pixels):
+        """(start, stop) image ranges whose im2col columns take ≤ CHUNK_BYTES each."""
+        per_image = self.c_in * self.k * self.k * pixels * self.bias.dtype.itemsize
+        step = max(1, min(n, CHUNK_BYTES // max(per_image, 1)))
+        return [(start, min(start + step, n)) for start in range(0, n, step)]
+
     def backward(self, dy):
+        if self._cache is None:
+            raise ValueError(f"{self!r}: backward needs a forward pass with train=True first")
         x_shape, cols = self._cache
         self._cache = None
+        xp = get_array_module(dy)
         n, c, h, w = x_shape
         dy2 = swap_nc(dy).reshape(self.c_out, -1)
         self.grads["bias"] = dy2.sum(axis=1)
         if not self.fixed:
             self.grads["weight"] = (dy2 @ cols.T).reshape(self.weight.shape)
-        dcols = self.weight.reshape(self.c_out, -1).T @ dy2
+        if not self.needs_input_grad:
+            return None
+        weight = self.weight.reshape(self.c_out, -1)
         if self.is_pointwise:
-            return swap_nc(dcols.reshape(c, n, h, w))
-        return col2im(dcols, x_shape, self.k, self.stride, self.padding)
+            return swap_nc((weight.T @ dy2).reshape(c, n, h, w))
+        pixels = dy2.shape[1] // n
+        dx = xp.zeros((c, n, h, w), dtype=dy.dtype)
+        for start, stop in self._chunks(n, pixels):
+            col2im(weight.T @ dy2[:, start * pixels:stop * pixels], (stop - start, c, h, w),
+                   self.k, self.stride, self.padding, out=dx[:, start:stop])
+        return swap_nc(dx)
 
 
 class FixedConv2d(Conv2d):

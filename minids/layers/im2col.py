@@ -1,7 +1,10 @@
-"""im2col / col2im, vectorised over batch and pixels.
+"""im2col / col2im, vectorised over batch and pixels, without a padded copy.
 
 The only Python loop runs over the k×k kernel offsets; each offset moves one
-strided slice of shape (C, N, H_out, W_out) at once.
+strided slice of shape (C, N, H_out', W_out') at once, where the primes mark
+the output positions whose tap falls inside the input. Taps that fall in the
+zero padding are written as zeros (im2col) or skipped (col2im), so neither
+function builds a padded copy of the input.
 
 Column layout: ``cols[c*k*k + i*k + j, n*H_out*W_out + h*W_out + w]`` holds the
 input pixel that kernel tap (i, j) of channel c sees at output position (h, w)
@@ -18,6 +21,32 @@ def output_size(size, k, stride, padding):
     return (size + 2 * padding - k) // stride + 1
 
 
+def tap_range(offset, size, out, stride, padding):
+    """Output positions [lo, hi) whose tap at kernel ``offset`` lies inside the input.
+
+    Position r reads input index ``offset - padding + stride * r``; returns
+    (lo, hi, first input index) with hi ≤ lo when no position does.
+    """
+    start = offset - padding
+    lo = max(0, -(start // stride)) if start < 0 else 0
+    hi = min(out, (size - 1 - start) // stride + 1) if start < size else 0
+    return lo, hi, start + stride * lo
+
+
+def _taps(k, stride, padding, h, w, h_out, w_out):
+    """Yield (i, j, output rows slice, output cols slice, input rows slice, input cols slice)."""
+    for i in range(k):
+        r0, r1, a = tap_range(i, h, h_out, stride, padding)
+        for j in range(k):
+            c0, c1, b = tap_range(j, w, w_out, stride, padding)
+            if r1 <= r0 or c1 <= c0:
+                yield i, j, None, None, None, None
+                continue
+            yield (i, j, slice(r0, r1), slice(c0, c1),
+                   slice(a, a + stride * (r1 - r0 - 1) + 1, stride),
+                   slice(b, b + stride * (c1 - c0 - 1) + 1, stride))
+
+
 def im2col(x, k, stride, padding):
     """Unfold ``x`` (N, C, H, W), any strides, into columns (C*k*k, N*H_out*W_out)."""
     xp = get_array_module(x)
@@ -25,31 +54,35 @@ def im2col(x, k, stride, padding):
     h_out = output_size(h, k, stride, padding)
     w_out = output_size(w, k, stride, padding)
     xc = swap_nc(x)
-    if padding:
-        padded = xp.zeros((c, n, h + 2 * padding, w + 2 * padding), dtype=x.dtype)
-        padded[:, :, padding:padding + h, padding:padding + w] = xc
-        xc = padded
     cols = xp.empty((c, k, k, n, h_out, w_out), dtype=x.dtype)
-    for i in range(k):
-        for j in range(k):
-            cols[:, i, j] = xc[:, :, i:i + stride * h_out:stride, j:j + stride * w_out:stride]
+    for i, j, rows, columns, in_rows, in_cols in _taps(k, stride, padding, h, w, h_out, w_out):
+        dst = cols[:, i, j]
+        if rows is None:
+            dst[...] = 0
+            continue
+        # zero the border strips whose tap lies in the padding, then copy the inside
+        dst[:, :, :rows.start] = 0
+        dst[:, :, rows.stop:] = 0
+        dst[:, :, rows, :columns.start] = 0
+        dst[:, :, rows, columns.stop:] = 0
+        dst[:, :, rows, columns] = xc[:, :, in_rows, in_cols]
     return cols.reshape(c * k * k, n * h_out * w_out)
 
 
-def col2im(cols, x_shape, k, stride, padding):
+def col2im(cols, x_shape, k, stride, padding, out=None):
     """Fold columns (C*k*k, N*H_out*W_out) back to an (N, C, H, W) view, summing overlaps.
 
-    The adjoint of :func:`im2col`: it turns column gradients into the input gradient.
+    The adjoint of :func:`im2col`: it turns column gradients into the input
+    gradient. ``out``, if given, is a zero-filled (C, N, H, W) array (or view)
+    to accumulate into; otherwise a new channel-major one is allocated.
     """
     xp = get_array_module(cols)
     n, c, h, w = x_shape
     h_out = output_size(h, k, stride, padding)
     w_out = output_size(w, k, stride, padding)
     cols = cols.reshape(c, k, k, n, h_out, w_out)
-    dx = xp.zeros((c, n, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
-    for i in range(k):
-        for j in range(k):
-            dx[:, :, i:i + stride * h_out:stride, j:j + stride * w_out:stride] += cols[:, i, j]
-    if padding:
-        dx = dx[:, :, padding:padding + h, padding:padding + w]
+    dx = xp.zeros((c, n, h, w), dtype=cols.dtype) if out is None else out
+    for i, j, rows, columns, in_rows, in_cols in _taps(k, stride, padding, h, w, h_out, w_out):
+        if rows is not None:
+            dx[:, :, in_rows, in_cols] += cols[:, i, j, :, rows, columns]
     return swap_nc(dx)

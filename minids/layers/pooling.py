@@ -37,19 +37,26 @@ class _Pool2d(Layer):
         return f"{type(self).__name__}({self.k}, stride={self.stride}, ceil_mode={self.ceil_mode})"
 
     def _geometry(self, x):
-        """Return (h_out, w_out, padded h, padded w) for input x (N, C, H, W)."""
+        """Return (h_out, w_out) for input x (N, C, H, W)."""
         check_rank(self, x)
         h, w = x.shape[2:]
-        h_out = pool_output_size(h, self.k, self.stride, self.ceil_mode)
-        w_out = pool_output_size(w, self.k, self.stride, self.ceil_mode)
-        return h_out, w_out, (h_out - 1) * self.stride + self.k, (w_out - 1) * self.stride + self.k
+        return (pool_output_size(h, self.k, self.stride, self.ceil_mode),
+                pool_output_size(w, self.k, self.stride, self.ceil_mode))
 
-    def _windows(self, h_out, w_out):
-        """Yield (offset index, row slice, column slice) for every kernel tap."""
+    def _windows(self, h, w, h_out, w_out):
+        """Yield (tap index, output slices, input slices) for every kernel tap.
+
+        Tap (i, j) of output (r, c) reads input (i + s·r, j + s·c); the output
+        slices cover the windows whose tap lies inside the input (a ceil-mode
+        edge window runs past it), the input slices the pixels they read.
+        """
         s = self.stride
         for i in range(self.k):
+            rows = min(h_out, (h - i + s - 1) // s)
             for j in range(self.k):
-                yield i * self.k + j, slice(i, i + s * h_out, s), slice(j, j + s * w_out, s)
+                cols = min(w_out, (w - j + s - 1) // s)
+                yield (i * self.k + j, (slice(0, rows), slice(0, cols)),
+                       (slice(i, i + s * (rows - 1) + 1, s), slice(j, j + s * (cols - 1) + 1, s)))
 
 
 class MaxPool2d(_Pool2d):
@@ -58,30 +65,35 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x, train=True):
         xp = get_array_module(x)
-        h_out, w_out, hp, wp = self._geometry(x)
-        c, n, h, w = swap_nc(x).shape
-        padded = xp.full((c, n, max(h, hp), max(w, wp)), -xp.inf, dtype=x.dtype)
-        padded[:, :, :h, :w] = swap_nc(x)
-        y = xp.full((c, n, h_out, w_out), -xp.inf, dtype=x.dtype)
+        h_out, w_out = self._geometry(x)
+        xc = swap_nc(x)
+        c, n, h, w = xc.shape
+        y = xp.empty((c, n, h_out, w_out), dtype=x.dtype)
         argmax = xp.zeros((c, n, h_out, w_out), dtype=xp.uint8)
-        for index, rows, cols in self._windows(h_out, w_out):
-            window = padded[:, :, rows, cols]
-            better = window > y
-            y[better] = window[better]
-            argmax[better] = index
-        self._cache = (x.shape, padded.shape, argmax)
+        for index, (rows, cols), (in_rows, in_cols) in self._windows(h, w, h_out, w_out):
+            window = xc[:, :, in_rows, in_cols]
+            if index == 0:  # tap (0, 0) lies inside every window
+                y[...] = window
+                continue
+            best, arg = y[:, :, rows, cols], argmax[:, :, rows, cols]
+            # taps come in increasing index order, so the last strict improvement
+            # is the largest index that improved: a max, no masked assignment
+            xp.maximum(arg, (window > best).astype(xp.uint8) * xp.uint8(index), out=arg)
+            xp.maximum(best, window, out=best)
+        self._cache = (x.shape, argmax)
         return swap_nc(y)
 
     def backward(self, dy):
         xp = get_array_module(dy)
-        x_shape, padded_shape, argmax = self._cache
+        x_shape, argmax = self._cache
         self._cache = None
         dyc = swap_nc(dy)
-        dx = xp.zeros(padded_shape, dtype=dy.dtype)
+        n, c, h, w = x_shape
+        dx = xp.zeros((c, n, h, w), dtype=dy.dtype)
         h_out, w_out = argmax.shape[2:]
-        for index, rows, cols in self._windows(h_out, w_out):
-            dx[:, :, rows, cols] += dyc * (argmax == index)
-        return swap_nc(dx[:, :, :x_shape[2], :x_shape[3]])
+        for index, (rows, cols), (in_rows, in_cols) in self._windows(h, w, h_out, w_out):
+            dx[:, :, in_rows, in_cols] += dyc[:, :, rows, cols] * (argmax[:, :, rows, cols] == index)
+        return swap_nc(dx)
 
 
 class AvgPool2d(_Pool2d):
@@ -95,29 +107,32 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x, train=True):
         xp = get_array_module(x)
-        h_out, w_out, hp, wp = self._geometry(x)
-        c, n, h, w = swap_nc(x).shape
-        padded = xp.zeros((c, n, max(h, hp), max(w, wp)), dtype=x.dtype)
-        padded[:, :, :h, :w] = swap_nc(x)
-        y = xp.zeros((c, n, h_out, w_out), dtype=x.dtype)
-        for _, rows, cols in self._windows(h_out, w_out):
-            y += padded[:, :, rows, cols]
+        h_out, w_out = self._geometry(x)
+        xc = swap_nc(x)
+        c, n, h, w = xc.shape
+        y = xp.empty((c, n, h_out, w_out), dtype=x.dtype)
+        for index, (rows, cols), (in_rows, in_cols) in self._windows(h, w, h_out, w_out):
+            if index == 0:  # tap (0, 0) lies inside every window
+                y[...] = xc[:, :, in_rows, in_cols]
+            else:
+                y[:, :, rows, cols] += xc[:, :, in_rows, in_cols]
         counts = (self._counts(xp, h, h_out, x.dtype)[:, None]
                   * self._counts(xp, w, w_out, x.dtype)[None, :])
         y /= counts
-        self._cache = (x.shape, padded.shape, counts)
+        self._cache = (x.shape, counts)
         return swap_nc(y)
 
     def backward(self, dy):
         xp = get_array_module(dy)
-        x_shape, padded_shape, counts = self._cache
+        x_shape, counts = self._cache
         self._cache = None
         share = swap_nc(dy) / counts
-        dx = xp.zeros(padded_shape, dtype=dy.dtype)
+        n, c, h, w = x_shape
+        dx = xp.zeros((c, n, h, w), dtype=dy.dtype)
         h_out, w_out = counts.shape
-        for _, rows, cols in self._windows(h_out, w_out):
-            dx[:, :, rows, cols] += share
-        return swap_nc(dx[:, :, :x_shape[2], :x_shape[3]])
+        for _, (rows, cols), (in_rows, in_cols) in self._windows(h, w, h_out, w_out):
+            dx[:, :, in_rows, in_cols] += share[:, :, rows, cols]
+        return swap_nc(dx)
 
 
 class GlobalAvgPool(Layer):

@@ -1,6 +1,9 @@
 """An ordered container of named layers."""
 
+from minids.layers.activation import ReLU
 from minids.layers.base import Layer
+from minids.layers.conv import Conv2d
+from minids.layers.dropout import Dropout
 
 
 class Sequential(Layer):
@@ -10,6 +13,15 @@ class Sequential(Layer):
     pairs. ``params``, ``grads`` and ``buffers`` are dicts keyed by qualified
     name ``"<layer>.<tensor>"`` whose values are the layers' own arrays, so an
     optimizer that updates them in place updates the layers.
+
+    A ReLU right after a convolution runs in place: the convolution's output is
+    a new array that nothing else holds, and so is the gradient that reaches
+    the ReLU in backward when some later layer (not a Dropout or ReLU, which
+    may pass it through) made it.
+
+    ``needs_input_grad`` (True by default) mirrors the first layer's flag:
+    set it to False on a network whose input gradient is not wanted, and
+    backward returns None without computing it.
     """
 
     def __init__(self, layers):  # no Layer.__init__: params/grads/buffers are derived
@@ -19,6 +31,23 @@ class Sequential(Layer):
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"Sequential layer names must be unique, got {self.names}")
         self.layers = [layer for _, layer in pairs]
+
+    @property
+    def needs_input_grad(self):
+        return getattr(self.layers[0], "needs_input_grad", True)
+
+    @needs_input_grad.setter
+    def needs_input_grad(self, value):
+        if not hasattr(self.layers[0], "needs_input_grad"):
+            raise ValueError(f"{self.layers[0]!r} always computes its input gradient")
+        self.layers[0].needs_input_grad = bool(value)
+
+    def _inplace_relus(self):
+        """Indices of the ReLUs that may run in place (see the class docstring)."""
+        layers = self.layers
+        return {i for i, layer in enumerate(layers)
+                if isinstance(layer, ReLU) and i > 0 and isinstance(layers[i - 1], Conv2d)
+                and any(not isinstance(later, (ReLU, Dropout)) for later in layers[i + 1:])}
 
     def named_layers(self):
         """List of (name, layer) pairs in order."""
@@ -50,13 +79,16 @@ class Sequential(Layer):
         return self
 
     def forward(self, x, train=True):
-        for layer in self.layers:
-            x = layer.forward(x, train)
+        inplace = self._inplace_relus()
+        for i, layer in enumerate(self.layers):
+            x = layer.forward(x, train, inplace=True) if i in inplace else layer.forward(x, train)
         return x
 
     def backward(self, dy):
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)
+        inplace = self._inplace_relus()
+        for i in reversed(range(len(self.layers))):
+            layer = self.layers[i]
+            dy = layer.backward(dy, inplace=True) if i in inplace else layer.backward(dy)
         return dy
 
     def __repr__(self):
