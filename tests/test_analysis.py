@@ -209,6 +209,7 @@ def assert_png(path, size):
     assert len(np.unique(rgb, axis=0)) > 20, f"{path} has too few colours"
 
 
+@pytest.mark.filterwarnings("error")   # a matplotlib layout warning means a broken figure
 def test_figures(files, tmp_path):
     ds, nin = load(files[0]), load(files[1])
     out = tmp_path / "plots"

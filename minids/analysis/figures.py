@@ -157,7 +157,7 @@ def plot_histogram(weights, out, bins=60):
 
     One row per layer, all on the same bins (log-spaced over the smallest to
     the largest non-zero magnitude of all shown layers); a dotted line marks
-    the shrink threshold ζ. Heights are
+    the shrink threshold ζ where it falls in that range. Heights are
     percentages of the layer's weights, on a log scale so that a large zero
     bar does not flatten the rest.
     """
@@ -186,7 +186,7 @@ def plot_histogram(weights, out, bins=60):
             counts, _ = np.histogram(w[w > 0], edges)
             ax.stairs(100 * counts / w.size, edges, fill=True, color="tab:blue")
             ax.set_xlim(edges[0], edges[-1])
-        if zeta > 0:
+        if edges is not None and edges[0] <= zeta <= edges[-1]:
             ax.axvline(zeta, color="black", linestyle=":", linewidth=1)
             ax.text(zeta, 0.97, " ζ", transform=ax.get_xaxis_transform(), va="top")
         ax.set_xscale("log")
