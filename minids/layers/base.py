@@ -19,7 +19,7 @@ transposing copies. A plain C-contiguous NCHW input works too (one copy).
 
 import numpy as np
 
-from minids.backend import to_device
+from minids.backend import get_array_module, to_device
 
 
 class Layer:
@@ -42,7 +42,24 @@ class Layer:
             for name, array in store.items():
                 store[name] = to_device(array, xp)
         self.grads = {}
+        self.__dict__.pop("_scratch", None)
         return self
+
+    def scratch(self, name, shape, dtype, xp):
+        """A C-contiguous array of ``shape`` kept by the layer for reuse; contents undefined.
+
+        For large temporaries that never leave the layer (im2col columns, masks):
+        reusing them saves the page faults of a fresh allocation every step. The
+        array for ``name`` is a view of one flat block that grows when needed, so
+        a smaller batch reuses it too. Valid until the next call with ``name``.
+        """
+        size = int(np.prod(shape))
+        store = self.__dict__.setdefault("_scratch", {})
+        block = store.get(name)
+        if (block is None or block.size < size or block.dtype != dtype
+                or get_array_module(block) is not xp):
+            block = store[name] = xp.empty(size, dtype=dtype)
+        return block[:size].reshape(shape)
 
     def __repr__(self):
         return f"{type(self).__name__}()"

@@ -5,7 +5,7 @@ on im2col columns; a 1×1, stride-1, unpadded convolution is a plain GEMM on
 the input itself. See :mod:`minids.layers.im2col` for the column layout.
 
 Memory: a trainable k×k convolution keeps its columns from forward for the
-weight gradient. Where no weight gradient is needed (a fixed convolution, or
+weight gradient, in a block it reuses every step (:meth:`Layer.scratch`). Where no weight gradient is needed (a fixed convolution, or
 evaluation) the columns are built and consumed one chunk of images at a time
 (at most ``CHUNK_BYTES``), and backward folds the input gradient chunk by
 chunk too, so the k²-times-larger column matrix never exists whole.
@@ -77,18 +77,21 @@ class Conv2d(Layer):
             raise ValueError(f"{self!r}: input {tuple(x.shape)} is smaller than the kernel")
         weight = self.weight.reshape(self.c_out, -1)
         keep_cols = train and not self.fixed
+        pixels = h_out * w_out
         if self.is_pointwise:
-            cols = swap_nc(x).reshape(self.c_in, n * h * w)
+            cols = swap_nc(x).reshape(self.c_in, n * pixels)
             y = weight @ cols
         elif keep_cols:
-            cols = im2col(x, self.k, self.stride, self.padding)
+            cols = im2col(x, self.k, self.stride, self.padding,
+                          out=self.scratch("cols", weight.shape[1:] + (n * pixels,), x.dtype, xp))
             y = weight @ cols
         else:
             # no weight gradient: unfold a chunk of images at a time and drop the columns
-            cols, pixels = None, h_out * w_out
+            cols = None
             y = xp.empty((self.c_out, n * pixels), dtype=x.dtype)
             for start, stop in self._chunks(n, pixels):
-                xp.matmul(weight, im2col(x[start:stop], self.k, self.stride, self.padding),
+                block = self.scratch("cols", weight.shape[1:] + ((stop - start) * pixels,), x.dtype, xp)
+                xp.matmul(weight, im2col(x[start:stop], self.k, self.stride, self.padding, out=block),
                           out=y[:, start * pixels:stop * pixels])
         y += self.bias[:, None]
         self._cache = (x.shape, cols if keep_cols else None) if train else None
@@ -119,8 +122,10 @@ class Conv2d(Layer):
         pixels = dy2.shape[1] // n
         dx = xp.zeros((c, n, h, w), dtype=dy.dtype)
         for start, stop in self._chunks(n, pixels):
-            col2im(weight.T @ dy2[:, start * pixels:stop * pixels], (stop - start, c, h, w),
-                   self.k, self.stride, self.padding, out=dx[:, start:stop])
+            dcols = self.scratch("dcols", weight.shape[1:] + ((stop - start) * pixels,), dy.dtype, xp)
+            xp.matmul(weight.T, dy2[:, start * pixels:stop * pixels], out=dcols)
+            col2im(dcols, (stop - start, c, h, w), self.k, self.stride, self.padding,
+                   out=dx[:, start:stop])
         return swap_nc(dx)
 
 

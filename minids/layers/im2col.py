@@ -47,14 +47,18 @@ def _taps(k, stride, padding, h, w, h_out, w_out):
                    slice(b, b + stride * (c1 - c0 - 1) + 1, stride))
 
 
-def im2col(x, k, stride, padding):
-    """Unfold ``x`` (N, C, H, W), any strides, into columns (C*k*k, N*H_out*W_out)."""
+def im2col(x, k, stride, padding, out=None):
+    """Unfold ``x`` (N, C, H, W), any strides, into columns (C*k*k, N*H_out*W_out).
+
+    ``out``, if given, is a C-contiguous array of that shape to fill.
+    """
     xp = get_array_module(x)
     n, c, h, w = x.shape
     h_out = output_size(h, k, stride, padding)
     w_out = output_size(w, k, stride, padding)
     xc = swap_nc(x)
-    cols = xp.empty((c, k, k, n, h_out, w_out), dtype=x.dtype)
+    shape = (c, k, k, n, h_out, w_out)
+    cols = xp.empty(shape, dtype=x.dtype) if out is None else out.reshape(shape)
     for i, j, rows, columns, in_rows, in_cols in _taps(k, stride, padding, h, w, h_out, w_out):
         dst = cols[:, i, j]
         if rows is None:
