@@ -307,3 +307,23 @@ def test_cli_errors(files, tmp_path):
     result = run(files[1], "--plots", tmp_path / "p", "--figure", "atoms")
     assert_one_line_error(result, "nin model", "DS-NiN")
     assert not (tmp_path / "p").exists()
+
+
+def test_file_saved_before_the_first_epoch(tmp_path):
+    path = tmp_path / "fresh.h5"
+    write_schema_v1(path, ds_model(), epochs=0)
+    with h5py.File(path, "a") as f:
+        f.attrs["test_accuracy"] = f.attrs["test_error"] = float("nan")
+    w = load(path)
+    report = analyze(w, flops=False)
+    assert report["summary"]["test_accuracy"] is None and report["flops"] is None
+
+    def no_nan(token):
+        raise AssertionError(f"{token} is not JSON")
+    assert json.loads(format_json([report]), parse_constant=no_nan)[0]["summary"]["epoch"] == 0
+    [row] = [line for line in format_table([report]).splitlines() if line.startswith("test acc")]
+    assert row.split()[-1] == "-"
+    assert [p.name for p in write_figures(w, tmp_path)] == [
+        "fresh_atoms.png", "fresh_filters.png", "fresh_histogram.png"]    # no history yet
+    with pytest.raises(MinidsError, match="no training history"):
+        write_figures(w, tmp_path, names=["history"])

@@ -8,7 +8,8 @@ report, a nested dict of plain Python values (JSON-ready):
 ``summary``
     model, dataset, input_shape (C, H, W), num_classes, epoch (completed),
     epochs (asked for), test_accuracy and test_error (fractions in [0, 1]),
-    dictionary (``None`` for NiN), zeta, lr, seed.
+    dictionary (``None`` for NiN), zeta, lr, seed; ``None`` where the file
+    has no value (metrics are NaN in a file saved before the first epoch).
 ``layers``
     one dict per convolution, in order: name, kind, fixed, coefficient,
     trainable and fixed parameter counts (weights + biases), and for learned
@@ -29,9 +30,17 @@ report, a nested dict of plain Python values (JSON-ready):
     (``pruned``), and ``pruned_ratio`` = pruned / dense.
 """
 
+import math
+
 from minids.errors import MinidsError
 from minids.models import build_model, count_parameters
 from minids.sparsity import zero_filters, zero_inputs
+
+
+def _value(attrs, key):
+    """A root attribute, or None where it is missing or NaN (no completed epoch)."""
+    value = attrs.get(key)
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _layer_row(name, layer, coefficient):
@@ -72,12 +81,12 @@ def analyze(weights, flops=True):
     nin = nin_parameters(c, attrs["num_classes"], attrs["widths"])
     counted = [row for row in layers if row["coefficient"]] or [row for row in layers
                                                                  if not row["fixed"]]
-    summary = {"model": attrs["model"], "dataset": attrs.get("dataset"),
+    summary = {"model": attrs["model"], "dataset": _value(attrs, "dataset"),
                "input_shape": list(weights.input_shape), "num_classes": attrs["num_classes"],
-               "epoch": attrs.get("epoch"), "epochs": attrs.get("epochs"),
-               "test_accuracy": attrs.get("test_accuracy"), "test_error": attrs.get("test_error"),
+               **{key: _value(attrs, key) for key in ("epoch", "epochs", "test_accuracy",
+                                                      "test_error")},
                "dictionary": attrs.get("dictionary") or None,
-               "zeta": attrs.get("zeta"), "lr": attrs.get("lr"), "seed": attrs.get("seed")}
+               **{key: _value(attrs, key) for key in ("zeta", "lr", "seed")}}
     return {
         "file": str(weights.path),
         "summary": summary,
