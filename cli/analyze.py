@@ -37,8 +37,8 @@ def analyze_command(weights, fmt, plots, figures, flops):
     for w in loaded:
         check_figures(w, figures)
     reports = [analyze(w, flops=flops) for w in loaded]
-    click.echo(format_reports(reports, fmt), nl=False)
-    if plots:
+    if plots:   # before the table, so that an unwritable DIR is the only output
         for w, stem in zip(loaded, _stems(loaded)):
             for path in write_figures(w, plots, names=list(figures) or None, stem=stem):
                 click.echo(f"wrote {path}", err=True)
+    click.echo(format_reports(reports, fmt), nl=False)

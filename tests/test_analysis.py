@@ -304,6 +304,8 @@ def test_cli_errors(files, tmp_path):
     assert_one_line_error(run(other), "not minids weights")
     assert_one_line_error(run(newer), "schema version 2")
     assert_one_line_error(run(tmp_path / "missing.h5"), "no such")
+    result = run(files[0], "--plots", files[1] / "sub", "--figure", "history")
+    assert_one_line_error(result, "cannot write figure")
     result = run(files[1], "--plots", tmp_path / "p", "--figure", "atoms")
     assert_one_line_error(result, "nin model", "DS-NiN")
     assert not (tmp_path / "p").exists()

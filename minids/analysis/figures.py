@@ -53,9 +53,13 @@ def _title(weights):
 
 def _save(fig, out):
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
-    _pyplot().close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=DPI)
+    except OSError as err:
+        raise MinidsError(f"cannot write figure {out}: {err.strerror or err}") from None
+    finally:
+        _pyplot().close(fig)
     return out
 
 
