@@ -186,6 +186,19 @@ def test_dense_flops_by_hand(files):
         assert analyze(load(path))["flops"]["dense"] == conv + pool == 201114
 
 
+def test_pruned_flops_by_hand(files):
+    # cccp1: filters 0, 3 zero (folded into cccp2's bias) and input 2 unused -> conv1 6->5,
+    # cccp1 5->3; cccp5: all filters but 2 zero, inputs but 5 unused -> conv3 6->1, cccp5 6->1
+    conv = (2 * 3 * 25 * 5 * 144 + 2 * 5 * 3 * 144 + 2 * 3 * 4 * 144
+            + 2 * 4 * 25 * 6 * 36 + 2 * 6 * 6 * 36 * 2
+            + 2 * 6 * 9 * 1 * 9 + 2 * 1 * 1 * 9 + 2 * 1 * 4 * 9)
+    pool = 9 * 4 * 36 + 9 * 6 * 9 + 4 * 9
+    ds, nin = (analyze(load(p))["flops"] for p in files)
+    assert ds["pruned"] == conv + pool == 167040
+    assert ds["pruned_ratio"] == 167040 / 201114
+    assert nin["pruned"] is None and nin["pruned_ratio"] is None    # NiN: nothing to prune
+
+
 def test_first_layer_filters_against_h5py_einsum(files):
     with h5py.File(files[0], "r") as f:
         phi = f["layers/conv1/weight"][()].astype(np.float64)     # (6, 3, 5, 5)
@@ -248,6 +261,7 @@ def test_formats_side_by_side(files):
     assert [r["zero_filters_cccp5"] for r in rows] == ["5", "0"]
     assert rows[0]["zeros_conv1"] == "" and rows[1]["zeros_conv1"] == str(75 / 450)
     assert [int(r["flops"]) for r in rows] == [201114, 201114]
+    assert [r["flops_pruned"] for r in rows] == ["167040", ""]
     parsed = json.loads(format_json(reports))
     assert parsed[0]["layers"][1]["zero_filters"] == 2
     assert parsed[1]["parameters"]["trainable"] == 1605

@@ -102,13 +102,22 @@ def analyze(weights, flops=True):
 
 
 def model_flops(weights):
-    """Forward FLOPs per image: dict dense, pruned, pruned_ratio (ints, float)."""
+    """Forward FLOPs per image (:func:`minids.flops.model_flops` totals).
+
+    Returns dict ``dense`` (the model as stored), ``pruned`` (after
+    :func:`minids.prune.prune_model`; ``None`` for a NiN, which has no
+    coefficient layers to prune) and ``pruned_ratio`` = pruned / dense.
+    """
     from minids.flops import model_flops as count
     from minids.io import model_from_weights
+    from minids.prune import prune_model
 
     model = model_from_weights(weights.contents)
     dense = count(model, weights.input_shape)["total"]
-    return {"dense": dense, "pruned": None, "pruned_ratio": None}
+    if not weights.is_ds:
+        return {"dense": dense, "pruned": None, "pruned_ratio": None}
+    pruned = count(prune_model(model), weights.input_shape)["total"]
+    return {"dense": dense, "pruned": pruned, "pruned_ratio": pruned / dense}
 
 
 def check_ds(weights, what):
