@@ -6,7 +6,7 @@
 
 Every measurement runs in a fresh subprocess (``--worker``), so its peak
 memory is its own; within one repeat the frameworks alternate (minids, torch,
-then torch, minids in the next repeat), so slow spells of a shared machine hit
+then in reverse order in the next repeat), so slow spells of a shared machine hit
 both alike. Reported per configuration, as medians over the repeats:
 
 * ``train``: images/s of a training step at batch ``--batch``: forward,
@@ -163,7 +163,7 @@ def _torch_runner(cfg):
 
 def worker(cfg):
     """Measure one configuration; print one JSON line."""
-    runner = _minids_runner if cfg["framework"] == "minids" else _torch_runner
+    runner = _torch_runner if cfg["framework"] == "torch" else _minids_runner
     train_step, infer, sync = runner(cfg)
     base = _proc_status("VmRSS")
     reset = _reset_peak()
@@ -214,8 +214,10 @@ def _env(threads, extra):
     return env
 
 
-def run_worker(cfg):
+def run_worker(cfg, baseline=None):
     env = _env(cfg["threads"], TUNED_MALLOC if cfg["allocator"] == "tuned" else {})
+    if cfg["framework"] == "baseline":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [baseline, env.get("PYTHONPATH")]))
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(cfg)],
                          env=env, capture_output=True, text=True, cwd=HERE)
     if out.returncode != 0:
@@ -268,6 +270,9 @@ def main(argv=None):
     parser.add_argument("--allocators", default="default,tuned")
     parser.add_argument("--devices", default="auto", help="cpu, gpu, or auto (cpu and any gpu)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also measure the minids package found in DIR (e.g. an older "
+                             "checkout: DIR/minids), as framework 'baseline'")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -277,6 +282,8 @@ def main(argv=None):
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     devices = ["cpu", "gpu"] if args.devices == "auto" else args.devices.split(",")
     frameworks = _available_frameworks(args.frameworks.split(","))
+    if args.baseline:
+        frameworks.append("baseline")
     configs = [dict(model=m, shape=s, allocator=a, device=d)
                for d in devices for s in shapes for m in args.models.split(",")
                for a in args.allocators.split(",")]
@@ -293,7 +300,7 @@ def main(argv=None):
                     continue
                 full = dict(cfg, framework=framework, batch=args.batch, steps=args.steps,
                             warmup=args.warmup, threads=args.threads)
-                result = run_worker(full)
+                result = run_worker(full, args.baseline)
                 key = (cfg["device"], cfg["shape"], cfg["model"], cfg["allocator"], framework)
                 samples.setdefault(key, []).append(result)
                 print(f"  [{rep + 1}/{args.repeats}] {framework:6s} {cfg['model']:6s} "
@@ -313,10 +320,11 @@ def main(argv=None):
             stats["gemm_frac"] = stats["train"] * flops / rate if cfg["device"] == "cpu" else None
             stats["runs"] = runs
             row[framework] = stats
-        if "minids" in row and "torch" in row:
-            row["ratio"] = {k: row["minids"][k] / row["torch"][k]
-                            for k in ("train", "infer", "peak_mb", "step_mb")
-                            if row["minids"][k] and row["torch"][k]}
+        for other in ("torch", "baseline"):
+            if "minids" in row and other in row:
+                row[f"ratio_{other}"] = {k: row["minids"][k] / row[other][k]
+                                         for k in ("train", "infer", "peak_mb", "step_mb")
+                                         if row["minids"][k] and row[other][k]}
         rows.append(row)
 
     header = (f"{'device':6s} {'shape':8s} {'model':6s} {'alloc':7s} | {'fw':6s} {'train/s':>8s} "
@@ -332,10 +340,12 @@ def main(argv=None):
             print(f"{lead} | {framework:6s} {s['train']:8.1f} {s['infer']:8.1f} "
                   f"{s['peak_mb']:8.0f} {_fmt(s['step_mb'], '8.0f')} {_fmt(frac, '6.1f')}")
             lead = " " * len(lead)
-        if "ratio" in row:
-            r = row["ratio"]
-            print(f"{lead} | {'ratio':6s} {_fmt(r.get('train'), '8.2f')} {_fmt(r.get('infer'), '8.2f')} "
-                  f"{_fmt(r.get('peak_mb'), '8.2f')} {_fmt(r.get('step_mb'), '8.2f')}")
+        for other in ("torch", "baseline"):
+            r = row.get(f"ratio_{other}")
+            if r:
+                label = "/torch" if other == "torch" else "/base"
+                print(f"{lead} | {label:6s} {_fmt(r.get('train'), '8.2f')} {_fmt(r.get('infer'), '8.2f')} "
+                      f"{_fmt(r.get('peak_mb'), '8.2f')} {_fmt(r.get('step_mb'), '8.2f')}")
     if args.json:
         meta = {"gemm_flops_per_s": rate, "threads": args.threads, "batch": args.batch,
                 "steps": args.steps, "repeats": args.repeats, "machine": platform.machine(),

@@ -1,0 +1,163 @@
+"""The fast paths of the layers against plain references: chunked columns, reused
+blocks, in-place ReLUs in a Sequential, the skipped input gradient, im2col
+without a padded copy."""
+
+import numpy as np
+import pytest
+
+import minids.layers.conv as conv_module
+from minids.layers import Conv2d, FixedConv2d, MaxPool2d, ReLU, Sequential
+from minids.layers.im2col import col2im, im2col
+
+
+def direct_conv(x, w, b, padding):
+    """Stride-1 cross-correlation with loops over output pixels and kernel taps."""
+    n, c, h, wd = x.shape
+    co, _, k, _ = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    ho, wo = h + 2 * padding - k + 1, wd + 2 * padding - k + 1
+    y = np.zeros((n, co, ho, wo)) + b[None, :, None, None]
+    for i in range(ho):
+        for j in range(wo):
+            for di in range(k):
+                for dj in range(k):
+                    y[:, :, i, j] += xp[:, :, i + di, j + dj] @ w[:, :, di, dj].T
+    return y
+
+
+def padded_im2col(x, k, stride, padding):
+    """im2col from an explicitly padded copy, one column per output pixel."""
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    cols = np.zeros((c * k * k, n * ho * wo))
+    for a in range(n):
+        for i in range(ho):
+            for j in range(wo):
+                patch = xp[a, :, i * stride:i * stride + k, j * stride:j * stride + k]
+                cols[:, a * ho * wo + i * wo + j] = patch.reshape(-1)
+    return cols
+
+
+@pytest.mark.parametrize("k,stride,padding,shape", [
+    (5, 1, 2, (2, 3, 6, 7)), (3, 2, 1, (3, 2, 7, 8)), (5, 2, 4, (1, 2, 3, 4)), (3, 1, 0, (2, 1, 5, 3))])
+def test_im2col_matches_a_padded_copy_and_col2im_is_its_adjoint(rng, k, stride, padding, shape):
+    x = rng.standard_normal(shape)
+    cols = im2col(x, k, stride, padding)
+    np.testing.assert_array_equal(cols, padded_im2col(x, k, stride, padding))
+    out = np.full(cols.shape, np.nan)
+    np.testing.assert_array_equal(im2col(x, k, stride, padding, out=out), cols)
+    d = rng.standard_normal(cols.shape)
+    dx = col2im(d, shape, k, stride, padding)
+    assert np.isclose(np.sum(cols * d), np.sum(x * dx), rtol=1e-12)
+
+
+@pytest.fixture
+def tiny_chunks(monkeypatch):
+    """Columns of at most ~2 images per chunk, so 5 images take 3 uneven chunks."""
+    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 2 * 3 * 25 * 7 * 6 * 8 + 1)
+
+
+def test_chunked_fixed_conv_matches_direct_loops_and_its_adjoint(rng, tiny_chunks):
+    w = rng.standard_normal((4, 3, 5, 5))
+    conv = FixedConv2d(w, padding=2, dtype=np.float64)
+    conv.params["bias"][:] = rng.standard_normal(4)
+    assert len(conv._chunks(5, 7 * 6)) == 3
+    x = rng.standard_normal((5, 3, 7, 6))
+    y = conv.forward(x)
+    np.testing.assert_allclose(y, direct_conv(x, w, conv.bias, 2), atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx = conv.backward(dy)
+    # <conv(x) - b, dy> = <x, dx> for the linear map and its adjoint
+    lhs = np.sum((y - conv.bias[None, :, None, None]) * dy)
+    assert np.isclose(lhs, np.sum(x * dx), rtol=1e-12)
+    np.testing.assert_allclose(conv.grads["bias"], dy.sum(axis=(0, 2, 3)), atol=1e-12)
+
+
+def test_chunked_and_whole_input_gradients_agree(rng, monkeypatch):
+    w = rng.standard_normal((4, 3, 3, 3))
+    x = rng.standard_normal((5, 3, 6, 6))
+    dy = rng.standard_normal((5, 4, 6, 6))
+    results = []
+    for chunk in (10**9, 3 * 9 * 36 * 8):   # one chunk, then one image per chunk
+        monkeypatch.setattr(conv_module, "CHUNK_BYTES", chunk)
+        conv = FixedConv2d(w, padding=1, dtype=np.float64)
+        conv.forward(x)
+        results.append(conv.backward(dy))
+    np.testing.assert_allclose(results[0], results[1], atol=1e-12)
+
+
+def test_reused_blocks_follow_batch_size_changes(rng):
+    conv = Conv2d(3, 4, 3, padding=1, dtype=np.float64, rng=rng)
+    for n in (4, 2, 5):
+        x = rng.standard_normal((n, 3, 5, 5))
+        np.testing.assert_allclose(conv.forward(x), direct_conv(x, conv.weight, conv.bias, 1),
+                                   atol=1e-12)
+        dy = rng.standard_normal((n, 4, 5, 5))
+        conv.backward(dy)
+        # dW[o, c, i, j] = Σ dy[:, o] · x_padded[:, c] shifted by (i, j)
+        xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        expected = np.array([[[[np.sum(dy[:, o] * xp[:, c, i:i + 5, j:j + 5]) for j in range(3)]
+                               for i in range(3)] for c in range(3)] for o in range(4)])
+        np.testing.assert_allclose(conv.grads["weight"], expected, atol=1e-12)
+
+
+def test_first_layer_without_input_gradient(rng):
+    net = Sequential([("conv", Conv2d(2, 3, 3, padding=1, dtype=np.float64, rng=rng)), ("relu", ReLU())])
+    x = rng.standard_normal((2, 2, 5, 5))
+    dy = rng.standard_normal((2, 3, 5, 5))
+    net.forward(x)
+    dx = net.backward(dy)
+    grads = {k: v.copy() for k, v in net.grads.items()}
+    assert net.needs_input_grad and dx is not None
+    net.needs_input_grad = False
+    assert not net["conv"].needs_input_grad
+    net.forward(x)
+    assert net.backward(dy) is None
+    for key, value in net.grads.items():
+        np.testing.assert_array_equal(value, grads[key])
+
+
+def test_sequential_in_place_relus_match_standalone_layers(rng):
+    layers = [("c1", Conv2d(2, 4, 3, padding=1, dtype=np.float64, rng=rng)), ("r1", ReLU()),
+              ("c2", Conv2d(4, 3, 1, dtype=np.float64, rng=rng)), ("r2", ReLU()),
+              ("pool", MaxPool2d(2, 2))]
+    net = Sequential(layers)
+    assert net._inplace_relus() == {1, 3}
+    x = rng.standard_normal((2, 2, 6, 6))
+    x_before = x.copy()
+    y = net.forward(x)
+    dy = rng.standard_normal(y.shape)
+    dy_before = dy.copy()
+    dx = net.backward(dy)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(dy, dy_before)
+    # the same layers one by one, nothing in place
+    h = x
+    for _, layer in layers:
+        h = layer.forward(h)
+    np.testing.assert_array_equal(h, y)
+    g = dy
+    for _, layer in reversed(layers):
+        g = layer.backward(g)
+    np.testing.assert_array_equal(g, dx)
+
+
+def test_trailing_relu_leaves_the_callers_gradient_alone(rng):
+    net = Sequential([Conv2d(2, 3, 1, dtype=np.float64, rng=rng), ReLU()])
+    assert net._inplace_relus() == set()
+    x = rng.standard_normal((2, 2, 3, 3))
+    y = net.forward(x)
+    dy = rng.standard_normal(y.shape)
+    before = dy.copy()
+    dx = net.backward(dy)
+    np.testing.assert_array_equal(dy, before)
+    np.testing.assert_allclose(dx, np.einsum("nohw,oc->nchw", before * (y > 0),
+                                             net.layers[0].weight[:, :, 0, 0]), atol=1e-12)
+
+
+def test_backward_without_training_forward_is_an_error(rng):
+    conv = Conv2d(2, 3, 3, dtype=np.float64, rng=rng)
+    conv.forward(rng.standard_normal((1, 2, 4, 4)), train=False)
+    with pytest.raises(ValueError, match="train=True"):
+        conv.backward(np.ones((1, 3, 2, 2)))
