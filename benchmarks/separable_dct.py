@@ -1,6 +1,9 @@
 """Does computing the DCT convolutions separably (two 1-D passes) pay? Measured: no.
 
-    python benchmarks/separable_dct.py [--batch 8] [--repeats 3]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/separable_dct.py [--batch 8] [--repeats 3]
+
+Times are CPU seconds of the process (best of ``--repeats``), which a loaded
+machine disturbs less than wall time; run it with one BLAS thread.
 
 Every kernel of an ``odct2`` fixed convolution is an outer product
 ``weight[o, i] = u_a ⊗ v_b`` of two 1-D DCT atoms, (a, b) = divmod(o·c_in + i, m)
@@ -75,9 +78,9 @@ def main():
                          ("separable", lambda: separable_conv(x, c_out, k, k // 2))):
             best = float("inf")
             for _ in range(args.repeats):
-                start = time.perf_counter()
+                start = time.process_time()
                 fn()
-                best = min(best, time.perf_counter() - start)
+                best = min(best, time.process_time() - start)
             times[name] = best
         print(f"{label} {c_in}->{c_out} on {size}x{size}, batch {args.batch}: "
               f"dense {times['dense GEMM'] * 1e3:.1f} ms, separable {times['separable'] * 1e3:.1f} ms "
