@@ -92,7 +92,10 @@ def plot_history(weights, out):
             ylim=(0, 100))
     if spa.lines:
         spa.legend()
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (err, spa):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.suptitle(_title(weights))
     return _save(fig, out)
