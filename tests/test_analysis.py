@@ -20,6 +20,7 @@ from cli.main import main
 from minids.analysis import (analyze, first_layer_filters, format_csv, format_json, format_table,
                              load, write_figures)
 from minids.analysis.figures import DPI, figure_size
+from minids.analysis.filters import mosaic, normalize_tiles
 from minids.errors import MinidsError
 from minids.models import build_model
 
@@ -231,6 +232,9 @@ def test_figures(files, tmp_path):
                                        "ds_histogram.png"]
     for path, name in zip(paths, ["history", "atoms", "filters", "histogram"]):
         assert_png(path, figure_size(name, 3))
+    filters = matplotlib.image.imread(paths[2])[..., :3]
+    red = (filters[..., 0] > 0.8) & (filters[..., 1] < 0.2) & (filters[..., 2] < 0.2)
+    assert red.sum() > 50          # the frames of the two zero filters
     nin_paths = write_figures(nin, out)
     assert [p.name for p in nin_paths] == ["nin_history.png", "nin_histogram.png"]
     assert_png(nin_paths[0], figure_size("history"))
@@ -343,3 +347,21 @@ def test_file_saved_before_the_first_epoch(tmp_path):
         "fresh_atoms.png", "fresh_filters.png", "fresh_histogram.png"]    # no history yet
     with pytest.raises(MinidsError, match="no training history"):
         write_figures(w, tmp_path, names=["history"])
+
+
+def test_tile_normalisation_and_mosaic():
+    tiles = np.array([[[-2.0, 1.0]], [[0.0, 0.0]], [[0.5, 0.25]]])       # three 1x2 tiles
+    np.testing.assert_array_equal(normalize_tiles(tiles),
+                                  [[[0.0, 0.75]], [[0.5, 0.5]], [[1.0, 0.75]]])
+    rgb = np.zeros((1, 1, 2, 3))
+    rgb[0, 0, 0] = [4.0, -2.0, 0.0]         # one scale over all channels of a tile
+    np.testing.assert_array_equal(normalize_tiles(rgb)[0, 0], [[1.0, 0.25, 0.5], [0.5, 0.5, 0.5]])
+    image = mosaic(np.arange(3 * 4, dtype=float).reshape(3, 2, 2) + 1, fill=0)
+    # ceil(sqrt(3)) = 2 tiles per row, 1-pixel gaps and frame
+    np.testing.assert_array_equal(image, [[0, 0, 0, 0, 0, 0, 0],
+                                          [0, 1, 2, 0, 5, 6, 0],
+                                          [0, 3, 4, 0, 7, 8, 0],
+                                          [0, 0, 0, 0, 0, 0, 0],
+                                          [0, 9, 10, 0, 0, 0, 0],
+                                          [0, 11, 12, 0, 0, 0, 0],
+                                          [0, 0, 0, 0, 0, 0, 0]])
