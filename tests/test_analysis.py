@@ -129,7 +129,7 @@ def by_name(report):
 
 
 def test_parameters_figure4(files):
-    ds, nin = (analyze(load(p)) for p in files)
+    ds, nin = (analyze(p) for p in files)
     assert {n: r["trainable"] for n, r in by_name(ds).items()} == DS_PARAMS
     assert {n: r["trainable"] for n, r in by_name(nin).items()} == NIN_PARAMS
     assert ds["parameters"]["trainable"] == 231
@@ -205,7 +205,7 @@ def test_first_layer_filters_against_h5py_einsum(files):
         phi = f["layers/conv1/weight"][()].astype(np.float64)     # (6, 3, 5, 5)
         w = f["layers/cccp1/weight"][()].astype(np.float64)       # (5, 6, 1, 1)
     expected = np.einsum("ab,bcij->acij", w.reshape(5, 6), phi)
-    d1 = first_layer_filters(load(files[0]))
+    d1 = first_layer_filters(files[0])           # a path works as well as load(path)
     assert d1.shape == (5, 3, 5, 5)
     np.testing.assert_allclose(d1, expected, rtol=1e-12, atol=1e-15)
     # zero rows of W1 are zero filters; the others are not

@@ -10,8 +10,9 @@ name           figure
                with the exact zeros as a separate bar
 =============  ==========================================================
 
-Every function takes a :class:`~minids.analysis.weights.Weights` and an
-output path, writes one PNG and returns the path.
+Every function takes a :class:`~minids.analysis.weights.Weights` (or the
+path of a weights file) and an output path, writes one PNG and returns the
+path.
 """
 
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 from minids.analysis.filters import (first_layer_atoms, first_layer_filters, first_pair, mosaic,
                                      normalize_tiles)
 from minids.analysis.summary import check_ds
+from minids.analysis.weights import as_weights
 from minids.errors import MinidsError
 
 FIGURES = ("history", "atoms", "filters", "histogram")
@@ -69,6 +71,7 @@ def plot_history(weights, out):
     (b) also shows the history's ``sparsity`` column: all coefficient layers
     pooled, or every learned layer of a NiN.
     """
+    weights = as_weights(weights)
     history = weights.history
     if len(history.get("epoch", ())) == 0:
         raise MinidsError(f"{weights.path}: no training history (no completed epoch)")
@@ -103,6 +106,7 @@ def plot_history(weights, out):
 
 def plot_atoms(weights, out):
     """Figure 9: the first fixed layer's F1·C atoms, tile o·C + i row-major, one grey scale."""
+    weights = as_weights(weights)
     atoms = first_layer_atoms(weights)
     name = first_pair(weights)[0]
     f1, c, k, _ = atoms.shape
@@ -126,6 +130,7 @@ def plot_filters(weights, out):
     Each tile is scaled on its own by :func:`normalize_tiles` (mid-grey = 0,
     ±max|D₁[f]| = white/black). Entirely-zero filters (prunable) are framed red.
     """
+    weights = as_weights(weights)
     filters = first_layer_filters(weights)
     fixed, coefficient = first_pair(weights)
     f2, c, k, _ = filters.shape
@@ -168,6 +173,7 @@ def plot_histogram(weights, out, bins=60):
     percentages of the layer's weights, on a log scale so that a large zero
     bar does not flatten the rest.
     """
+    weights = as_weights(weights)
     names = histogram_layers(weights)
     zeta = float(weights.attrs.get("zeta") or 0.0)
     magnitudes = [np.abs(weights.layers[n]["weight"].astype(np.float64)).ravel() for n in names]
@@ -239,6 +245,7 @@ def write_figures(weights, directory, names=None, stem=None):
     for atoms or filters of a NiN raises MinidsError. ``stem`` defaults to the
     weights file's stem.
     """
+    weights = as_weights(weights)
     names = applicable(weights) if names is None else list(names)
     check_figures(weights, names)
     stem = stem or weights.path.stem

@@ -8,7 +8,8 @@ does, the composite k×k filters are
     D₁[f] = Σ_o W₁[f, o] · Φ₁[o]        → (F2, C, k, k)
 
 that is ``D₁ = W₁ᵀ · Φ₁`` in the paper's notation. Filter ``f`` is entirely
-zero exactly when row ``f`` of W₁ is zero (a pruned filter).
+zero exactly when row ``f`` of W₁ is zero (a pruned filter). The functions
+take a :class:`~minids.analysis.weights.Weights` or the path of a weights file.
 """
 
 import math
@@ -16,6 +17,7 @@ import math
 import numpy as np
 
 from minids.analysis.summary import check_ds
+from minids.analysis.weights import as_weights
 
 
 def first_pair(weights):
@@ -28,11 +30,13 @@ def first_pair(weights):
 
 def first_layer_atoms(weights):
     """Φ₁: the first fixed layer's (F1, C, k, k) atoms as stored in the file."""
+    weights = as_weights(weights)
     return weights.layers[first_pair(weights)[0]]["weight"]
 
 
 def first_layer_filters(weights):
     """D₁ = W₁ᵀ·Φ₁: the learned (F2, C, k, k) first-layer filters, float64."""
+    weights = as_weights(weights)
     fixed, coefficient = first_pair(weights)
     phi = weights.layers[fixed]["weight"].astype(np.float64)
     w = weights.layers[coefficient]["weight"].astype(np.float64)

@@ -32,6 +32,7 @@ report, a nested dict of plain Python values (JSON-ready):
 
 import math
 
+from minids.analysis.weights import as_weights
 from minids.errors import MinidsError
 from minids.models import build_model, count_parameters
 from minids.sparsity import zero_filters, zero_inputs
@@ -69,10 +70,11 @@ def nin_parameters(in_channels, num_classes, widths):
 
 
 def analyze(weights, flops=True):
-    """The report (see the module docstring) of one :class:`Weights`.
+    """The report (see the module docstring) of one :class:`Weights` or weights file path.
 
     ``flops=False`` leaves the FLOP counts out (``report['flops']`` is None).
     """
+    weights = as_weights(weights)
     attrs = weights.attrs
     coefficient = set(weights.coefficient_layers)
     layers = [_layer_row(name, layer, name in coefficient) for name, layer in weights.layers.items()]

@@ -61,3 +61,8 @@ class Weights:
 def load(path):
     """Read a minids weights file; MinidsError if it is missing or not one."""
     return Weights(Path(path), read_weights(path))
+
+
+def as_weights(weights):
+    """``weights`` itself if it is a :class:`Weights`, else :func:`load` it (a path)."""
+    return weights if isinstance(weights, Weights) else load(weights)
