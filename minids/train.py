@@ -336,21 +336,23 @@ class _Run:
         bar = self.reporter.epoch_bar(self.epoch + 1, len(self.batches))
         start = time.perf_counter()
         try:
-            for index, (x, y) in enumerate(self.batches.epoch(self.epoch)):
-                logits = model.forward(x, train=True)
-                loss = float(loss_fn.forward(logits, y))
-                if not math.isfinite(loss):
-                    raise MinidsError(
-                        f"the loss became {loss} at epoch {self.epoch + 1}, batch {index + 1} "
-                        f"(lr {opt.lr:g}); stopped; {self.cfg.out} keeps the last good epoch "
-                        f"({self.epoch}); try a smaller --lr")
-                model.backward(loss_fn.backward())
-                opt.step(model.params, model.grads)
-                n = int(y.shape[0])
-                wrong += int((logits.argmax(axis=1) != y).sum())
-                total_loss += loss * n
-                seen += n
-                bar.update(n, total_loss / seen)
+            # A diverging run overflows on the way; the loss check below reports it.
+            with np.errstate(over="ignore", invalid="ignore"):
+                for index, (x, y) in enumerate(self.batches.epoch(self.epoch)):
+                    logits = model.forward(x, train=True)
+                    loss = float(loss_fn.forward(logits, y))
+                    if not math.isfinite(loss):
+                        raise MinidsError(
+                            f"the loss became {loss} at epoch {self.epoch + 1}, batch {index + 1} "
+                            f"(lr {opt.lr:g}); stopped; {self.cfg.out} keeps the last good epoch "
+                            f"({self.epoch}); try a smaller --lr")
+                    model.backward(loss_fn.backward())
+                    opt.step(model.params, model.grads)
+                    n = int(y.shape[0])
+                    wrong += int((logits.argmax(axis=1) != y).sum())
+                    total_loss += loss * n
+                    seen += n
+                    bar.update(n, total_loss / seen)
         except KeyboardInterrupt:
             raise Interrupted(
                 f"interrupted during epoch {self.epoch + 1} after {seen} images; {self.cfg.out} holds "

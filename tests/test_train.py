@@ -1,0 +1,217 @@
+"""``minids train``: a real run, exact resume, divergence, interruption, refusals."""
+
+import csv
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+from minids.errors import MinidsError
+from minids.io import read_weights
+from minids.layers import SoftmaxNLL
+from minids.train import TrainConfig, default_schedule, parse_schedule, train
+
+TINY = (8, 8, 8, 8, 8, 8, 8, 8)
+TINY_ARG = ",".join(map(str, TINY))
+
+
+def tiny(out, **kw):
+    base = dict(data="fashion-mnist-mini", model="ds-nin", batch_size=32, lr=0.02, device="cpu",
+                widths=TINY, train_size=96, test_size=40, seed=5, lr_schedule="multistep:1:0.5",
+                out=str(out))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, ["train", *args])
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.slow
+def test_cli_trains_ds_nin_on_real_fashion_mnist(tmp_path):
+    """Full-width DS-NiN on 320 real Fashion-MNIST images (the embedded subset), 2 epochs."""
+    out = tmp_path / "run.h5"
+    result = invoke("--train-size", "320", "--test-size", "100", "--epochs", "2", "--batch-size", "32",
+                    "--lr", "0.01", "--lr-schedule", "constant", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "ds-nin on fashion-mnist-mini: 320 train / 100 test" in result.output
+    assert "epoch 1 10/10 batches" in result.output  # plain progress lines off a terminal
+    with h5py.File(out, "r") as f:
+        loss = f["history/train_loss"][()]
+        assert f.attrs["epoch"] == 2 and f.attrs["model"] == "ds-nin"
+        assert list(f.attrs["widths"]) == [192, 160, 96, 192, 192, 192, 192, 192]
+        assert f["layers/cccp1/weight"].shape == (160, 192, 1, 1)
+        test_error = f["history/test_error"][()]
+    assert loss[1] < loss[0]
+    assert loss[0] < np.log(10) + 1.5  # it learns, not diverges
+    rows = list(csv.reader(out.with_suffix(".csv").open()))
+    assert rows[0][:5] == ["epoch", "lr", "train_loss", "train_error", "test_error"]
+    assert [float(r[2]) for r in rows[1:]] == list(loss)
+    assert [float(r[4]) for r in rows[1:]] == list(test_error)
+
+
+def _strip_clock(history):
+    return {k: v for k, v in history.items() if k not in ("seconds", "images_per_second")}
+
+
+def _assert_same_run(a, b):
+    wa, wb = read_weights(a), read_weights(b)
+    for name, layer in wa.layers.items():
+        np.testing.assert_array_equal(layer["weight"], wb.layers[name]["weight"])
+        np.testing.assert_array_equal(layer["bias"], wb.layers[name]["bias"])
+    for name, prev in wa.optimizer["prev"].items():
+        np.testing.assert_array_equal(prev, wb.optimizer["prev"][name])
+    assert wa.optimizer["steps"] == wb.optimizer["steps"]
+    assert wa.rng_state == wb.rng_state
+    ha, hb = _strip_clock(wa.history), _strip_clock(wb.history)
+    assert set(ha) == set(hb)
+    for col in ha:
+        np.testing.assert_array_equal(ha[col], hb[col])
+
+
+def test_resume_is_bit_identical(tmp_path):
+    straight = tmp_path / "straight.h5"
+    train(tiny(straight, epochs=2))
+    split = tmp_path / "split.h5"
+    train(tiny(split, epochs=1))
+    assert read_weights(split).attrs["epoch"] == 1
+    result = invoke("--resume", str(split), "--epochs", "2", "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    _assert_same_run(straight, split)
+
+
+def test_interrupt_keeps_last_epoch_and_resume_matches(tmp_path, monkeypatch):
+    straight = tmp_path / "straight.h5"
+    train(tiny(straight, epochs=2))
+    out = tmp_path / "stopped.h5"
+    calls = []
+    real = SoftmaxNLL.backward
+
+    def stop_in_epoch_two(self):
+        calls.append(1)
+        if len(calls) == 5:  # 3 batches per epoch: the second batch of epoch 2
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(SoftmaxNLL, "backward", stop_in_epoch_two)
+    result = invoke("--data", "fashion-mnist-mini", "--model", "ds-nin", "--batch-size", "32", "--lr", "0.02",
+                    "--device", "cpu", "--widths", TINY_ARG, "--train-size", "96", "--test-size", "40",
+                    "--seed", "5", "--lr-schedule", "multistep:1:0.5", "--epochs", "2", "--out", str(out))
+    assert result.exit_code == 130
+    assert "Traceback" not in result.output
+    assert "interrupted during epoch 2" in result.output and "--resume" in result.output
+    assert read_weights(out).attrs["epoch"] == 1
+    monkeypatch.setattr(SoftmaxNLL, "backward", real)
+    train(TrainConfig(resume=str(out), device="cpu"))
+    _assert_same_run(straight, out)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_epoch(tmp_path):
+    good = tmp_path / "good.h5"
+    train(tiny(good, epochs=1, lr_schedule="multistep:1:1e30"))
+    out = tmp_path / "nan.h5"
+    result = invoke("--widths", TINY_ARG, "--train-size", "96", "--test-size", "40", "--batch-size", "32",
+                    "--lr", "0.02", "--seed", "5", "--device", "cpu", "--lr-schedule", "multistep:1:1e30",
+                    "--epochs", "3", "--out", str(out), "--quiet")
+    assert result.exit_code == 1
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "the loss became" in error[0] and "epoch 2" in error[0], result.output
+    kept = read_weights(out)
+    assert kept.attrs["epoch"] == 1
+    expected = read_weights(good)
+    for name, layer in expected.layers.items():
+        np.testing.assert_array_equal(kept.layers[name]["weight"], layer["weight"])
+        assert np.isfinite(kept.layers[name]["weight"]).all()
+
+
+def test_refuses_to_overwrite_another_run(tmp_path):
+    out = tmp_path / "w.h5"
+    out.write_bytes(b"precious")
+    args = ["--widths", TINY_ARG, "--train-size", "64", "--test-size", "20", "--epochs", "1",
+            "--device", "cpu", "--out", str(out)]
+    assert_one_line_error(invoke(*args), "already exists", "--force")
+    assert out.read_bytes() == b"precious"
+    result = invoke(*args, "--force", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert read_weights(out).attrs["epoch"] == 1
+
+
+def test_resume_refuses_other_runs_and_non_weights(tmp_path):
+    out = tmp_path / "w.h5"
+    train(tiny(out, epochs=1))
+    before = out.read_bytes()
+    assert_one_line_error(invoke("--resume", str(out), "--model", "nin"),
+                          "--model ds-nin", "not nin")
+    assert_one_line_error(invoke("--resume", str(out), "--data", "fashion-mnist"), "--data fashion-mnist-mini")
+    assert_one_line_error(invoke("--resume", str(out), "--lr", "0.5"), "--lr 0.02")
+    assert out.read_bytes() == before
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not weights")
+    assert_one_line_error(invoke("--resume", str(notes)), "not an HDF5 file")
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = np.zeros(2)
+    assert_one_line_error(invoke("--resume", str(other)), "not minids weights")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--zeta", "-1e-5"], "--zeta must be a finite number >= 0"),
+    (["--lr", "-0.1"], "--lr must be a finite number >= 0"),
+    (["--momentum", "1"], "--momentum must be in [0, 1)"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--lr-schedule", "cosine"], "bad --lr-schedule 'cosine'"),
+    (["--lr-schedule", "step:x:0.1"], "bad --lr-schedule"),
+    (["--train-size", "20000"], "--train-size 20000 is more than the 10000"),
+    (["--widths", "8,8,8"], "--widths needs 8 positive channel counts"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, args, fragment):
+    out = tmp_path / "w.h5"
+    assert_one_line_error(invoke(*args, "--out", str(out)), fragment)
+    assert not out.exists()
+
+
+def test_unknown_choice_is_refused(tmp_path):
+    result = invoke("--data", "mnist", "--out", str(tmp_path / "w.h5"))
+    assert result.exit_code == 2 and "'mnist' is not one of" in result.output
+
+
+def test_schedules():
+    fn, _ = parse_schedule("multistep:2,4:0.1")
+    assert [fn(e) for e in range(6)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    fn, _ = parse_schedule("step:3:0.5")
+    assert [fn(e) for e in range(7)] == [1, 1, 1, 0.5, 0.5, 0.5, 0.25]
+    assert default_schedule(20) == "multistep:10,15:0.1"
+    assert default_schedule(3) == "multistep:2:0.1"
+    assert default_schedule(1) == "constant"
+
+
+def test_nin_run_records_sparsity_over_learned_weights(tmp_path):
+    result = train(tiny(tmp_path / "nin.h5", model="nin", epochs=1, zeta=1e-3))
+    with h5py.File(result.out, "r") as f:
+        assert list(f.attrs["coefficient_layers"]) == []
+        assert not any(k.startswith("sparsity_") for k in f["history"])
+        learned = [f[f"layers/{n}/weight"][()] for n in f.attrs["layer_order"]]
+        zeros = sum(int((w == 0).sum()) for w in learned) / sum(w.size for w in learned)
+        assert f.attrs["sparsity"] == pytest.approx(zeros) and zeros > 0
+
+
+def test_default_out_and_device_refusal(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MinidsError):
+        train(TrainConfig(device="tpu", widths=TINY, train_size=32, test_size=10, epochs=1))
+    assert not (tmp_path / "weights").exists()
+    result = train(TrainConfig(device="cpu", widths=TINY, train_size=32, test_size=10, epochs=1))
+    assert result.out == Path("weights") / "ds-nin-fashion-mnist-mini.h5"
+    assert (tmp_path / "weights" / "ds-nin-fashion-mnist-mini.h5").exists()
+    assert (tmp_path / "weights" / "ds-nin-fashion-mnist-mini.csv").exists()
