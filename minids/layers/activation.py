@@ -1,6 +1,7 @@
 """Element-wise activations."""
 
 from minids.backend import get_array_module
+from minids.layers import parallel
 from minids.layers.base import Layer, swap_nc
 
 
@@ -15,16 +16,27 @@ class ReLU(Layer):
 
     def forward(self, x, train=True, inplace=False):
         xp = get_array_module(x)
-        y = xp.maximum(x, 0, out=x if inplace else None)
         if inplace and x.ndim == 4 and swap_nc(x).flags.c_contiguous:
-            mask = swap_nc(self.scratch("mask", swap_nc(x).shape, xp.bool_, xp))
-            self._positive = xp.greater(y, 0, out=mask)
-        else:
-            self._positive = y > 0
+            xc = swap_nc(x)
+            mask = self.scratch("mask", xc.shape, xp.bool_, xp)
+
+            def relu(lo, hi):
+                xp.maximum(xc[lo:hi], 0, out=xc[lo:hi])
+                xp.greater(xc[lo:hi], 0, out=mask[lo:hi])
+
+            parallel.for_blocks(xp, xc.shape[0], xc.size, relu)
+            self._positive = swap_nc(mask)
+            return x
+        y = xp.maximum(x, 0, out=x if inplace else None)
+        self._positive = y > 0
         return y
 
     def backward(self, dy, inplace=False):
         xp = get_array_module(dy)
-        dx = xp.multiply(dy, self._positive, out=dy if inplace else None)
-        self._positive = None
-        return dx
+        mask, self._positive = self._positive, None
+        if inplace and dy.ndim == 4 and swap_nc(dy).flags.c_contiguous and mask.shape == dy.shape:
+            dyc, maskc = swap_nc(dy), swap_nc(mask)
+            parallel.for_blocks(xp, dyc.shape[0], dyc.size,
+                                lambda lo, hi: xp.multiply(dyc[lo:hi], maskc[lo:hi], out=dyc[lo:hi]))
+            return dy
+        return xp.multiply(dy, mask, out=dy if inplace else None)

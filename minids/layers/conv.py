@@ -2,13 +2,17 @@
 
 Both compute y = W ⋆ x + b with weights OIHW (C_out, C_in, k, k) as one GEMM
 on im2col columns; a 1×1, stride-1, unpadded convolution is a plain GEMM on
-the input itself. See :mod:`minids.layers.im2col` for the column layout.
+the input itself. See :mod:`minids.layers.im2col` for the column layout. On
+NumPy the GEMMs and the bias pass are split over the cores by
+:mod:`minids.layers.parallel`.
 
 Memory: a trainable k×k convolution keeps its columns from forward for the
-weight gradient, in a block it reuses every step (:meth:`Layer.scratch`). Where no weight gradient is needed (a fixed convolution, or
+weight gradient, in a block it reuses every step (:meth:`Layer.scratch`); the
+column gradient of backward reuses the same block once the weight gradient is
+done, so each k×k layer holds one column block between steps. Where no weight gradient is needed (a fixed convolution, or
 evaluation) the columns are built and consumed one chunk of images at a time
 (at most ``CHUNK_BYTES``), and backward folds the input gradient chunk by
-chunk too, so the k²-times-larger column matrix never exists whole.
+chunk too, so a very large batch never needs its whole column matrix.
 ``needs_input_grad = False`` (set on a network's first layer) skips the input
 gradient: backward then returns None.
 """
@@ -16,11 +20,14 @@ gradient: backward then returns None.
 import numpy as np
 
 from minids.backend import get_array_module
+from minids.layers import parallel
 from minids.layers.base import Layer, as_dtype, check_rank, swap_nc
 from minids.layers.im2col import col2im, im2col, output_size
 
-#: largest im2col block (bytes) built at once where the columns need not be kept
-CHUNK_BYTES = 64 * 2**20
+#: largest im2col block (bytes) built at once where the columns need not be kept;
+#: smaller blocks save memory but make BLAS slower (2 blocks of NiN's conv2 at
+#: batch 128 cost 10 % more than one on 2 cores), so only very large batches split
+CHUNK_BYTES = 512 * 2**20
 
 
 class Conv2d(Layer):
@@ -80,20 +87,22 @@ class Conv2d(Layer):
         pixels = h_out * w_out
         if self.is_pointwise:
             cols = swap_nc(x).reshape(self.c_in, n * pixels)
-            y = weight @ cols
+            y = parallel.matmul(weight, cols)
         elif keep_cols:
             cols = im2col(x, self.k, self.stride, self.padding,
                           out=self.scratch("cols", weight.shape[1:] + (n * pixels,), x.dtype, xp))
-            y = weight @ cols
+            y = parallel.matmul(weight, cols)
         else:
             # no weight gradient: unfold a chunk of images at a time and drop the columns
             cols = None
             y = xp.empty((self.c_out, n * pixels), dtype=x.dtype)
             for start, stop in self._chunks(n, pixels):
                 block = self.scratch("cols", weight.shape[1:] + ((stop - start) * pixels,), x.dtype, xp)
-                xp.matmul(weight, im2col(x[start:stop], self.k, self.stride, self.padding, out=block),
-                          out=y[:, start * pixels:stop * pixels])
-        y += self.bias[:, None]
+                parallel.matmul(weight, im2col(x[start:stop], self.k, self.stride, self.padding,
+                                               out=block), out=y[:, start * pixels:stop * pixels])
+        bias = self.bias[:, None]
+        parallel.for_blocks(xp, self.c_out, y.size,
+                            lambda lo, hi: xp.add(y[lo:hi], bias[lo:hi], out=y[lo:hi]))
         self._cache = (x.shape, cols if keep_cols else None) if train else None
         return swap_nc(y.reshape(self.c_out, n, h_out, w_out))
 
@@ -113,17 +122,18 @@ class Conv2d(Layer):
         dy2 = swap_nc(dy).reshape(self.c_out, -1)
         self.grads["bias"] = dy2.sum(axis=1)
         if not self.fixed:
-            self.grads["weight"] = (dy2 @ cols.T).reshape(self.weight.shape)
+            self.grads["weight"] = parallel.matmul_nt(dy2, cols).reshape(self.weight.shape)
         if not self.needs_input_grad:
             return None
         weight = self.weight.reshape(self.c_out, -1)
         if self.is_pointwise:
-            return swap_nc((weight.T @ dy2).reshape(c, n, h, w))
+            return swap_nc(parallel.matmul(weight.T, dy2).reshape(c, n, h, w))
         pixels = dy2.shape[1] // n
         dx = xp.zeros((c, n, h, w), dtype=dy.dtype)
         for start, stop in self._chunks(n, pixels):
-            dcols = self.scratch("dcols", weight.shape[1:] + ((stop - start) * pixels,), dy.dtype, xp)
-            xp.matmul(weight.T, dy2[:, start * pixels:stop * pixels], out=dcols)
+            # the weight gradient is done, so the columns' block is free for their gradient
+            dcols = self.scratch("cols", weight.shape[1:] + ((stop - start) * pixels,), dy.dtype, xp)
+            parallel.matmul(weight.T, dy2[:, start * pixels:stop * pixels], out=dcols)
             col2im(dcols, (stop - start, c, h, w), self.k, self.stride, self.padding,
                    out=dx[:, start:stop])
         return swap_nc(dx)

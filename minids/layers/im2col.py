@@ -1,7 +1,8 @@
 """im2col / col2im, vectorised over batch and pixels, without a padded copy.
 
 The only Python loop runs over the k×k kernel offsets; each offset moves one
-strided slice of shape (C, N, H_out', W_out') at once, where the primes mark
+strided slice of shape (C, N, H_out', W_out') at once (on NumPy, blocks of
+channels in parallel threads), where the primes mark
 the output positions whose tap falls inside the input. Taps that fall in the
 zero padding are written as zeros (im2col) or skipped (col2im), so neither
 function builds a padded copy of the input.
@@ -13,6 +14,7 @@ convolution in one GEMM, channel-major (C_out, N·H_out·W_out).
 """
 
 from minids.backend import get_array_module
+from minids.layers import parallel
 from minids.layers.base import swap_nc
 
 
@@ -59,17 +61,22 @@ def im2col(x, k, stride, padding, out=None):
     xc = swap_nc(x)
     shape = (c, k, k, n, h_out, w_out)
     cols = xp.empty(shape, dtype=x.dtype) if out is None else out.reshape(shape)
-    for i, j, rows, columns, in_rows, in_cols in _taps(k, stride, padding, h, w, h_out, w_out):
-        dst = cols[:, i, j]
-        if rows is None:
-            dst[...] = 0
-            continue
-        # zero the border strips whose tap lies in the padding, then copy the inside
-        dst[:, :, :rows.start] = 0
-        dst[:, :, rows.stop:] = 0
-        dst[:, :, rows, :columns.start] = 0
-        dst[:, :, rows, columns.stop:] = 0
-        dst[:, :, rows, columns] = xc[:, :, in_rows, in_cols]
+    taps = list(_taps(k, stride, padding, h, w, h_out, w_out))
+
+    def unfold(lo, hi):
+        for i, j, rows, columns, in_rows, in_cols in taps:
+            dst = cols[lo:hi, i, j]
+            if rows is None:
+                dst[...] = 0
+                continue
+            # zero the border strips whose tap lies in the padding, then copy the inside
+            dst[:, :, :rows.start] = 0
+            dst[:, :, rows.stop:] = 0
+            dst[:, :, rows, :columns.start] = 0
+            dst[:, :, rows, columns.stop:] = 0
+            dst[:, :, rows, columns] = xc[lo:hi, :, in_rows, in_cols]
+
+    parallel.for_blocks(xp, c, cols.size, unfold)
     return cols.reshape(c * k * k, n * h_out * w_out)
 
 
@@ -86,7 +93,11 @@ def col2im(cols, x_shape, k, stride, padding, out=None):
     w_out = output_size(w, k, stride, padding)
     cols = cols.reshape(c, k, k, n, h_out, w_out)
     dx = xp.zeros((c, n, h, w), dtype=cols.dtype) if out is None else out
-    for i, j, rows, columns, in_rows, in_cols in _taps(k, stride, padding, h, w, h_out, w_out):
-        if rows is not None:
-            dx[:, :, in_rows, in_cols] += cols[:, i, j, :, rows, columns]
+    taps = [tap for tap in _taps(k, stride, padding, h, w, h_out, w_out) if tap[2] is not None]
+
+    def fold(lo, hi):
+        for i, j, rows, columns, in_rows, in_cols in taps:
+            dx[lo:hi, :, in_rows, in_cols] += cols[lo:hi, i, j, :, rows, columns]
+
+    parallel.for_blocks(xp, c, cols.size, fold)
     return swap_nc(dx)

@@ -9,6 +9,7 @@ max ignores the outside, average divides by the number of elements inside.
 import math
 
 from minids.backend import get_array_module
+from minids.layers import parallel
 from minids.layers.base import Layer, check_rank, swap_nc
 
 
@@ -70,16 +71,21 @@ class MaxPool2d(_Pool2d):
         c, n, h, w = xc.shape
         y = xp.empty((c, n, h_out, w_out), dtype=x.dtype)
         argmax = xp.zeros((c, n, h_out, w_out), dtype=xp.uint8)
-        for index, (rows, cols), (in_rows, in_cols) in self._windows(h, w, h_out, w_out):
-            window = xc[:, :, in_rows, in_cols]
-            if index == 0:  # tap (0, 0) lies inside every window
-                y[...] = window
-                continue
-            best, arg = y[:, :, rows, cols], argmax[:, :, rows, cols]
-            # taps come in increasing index order, so the last strict improvement
-            # is the largest index that improved: a max, no masked assignment
-            xp.maximum(arg, (window > best).astype(xp.uint8) * xp.uint8(index), out=arg)
-            xp.maximum(best, window, out=best)
+        windows = list(self._windows(h, w, h_out, w_out))
+
+        def pool(lo, hi):
+            for index, (rows, cols), (in_rows, in_cols) in windows:
+                window = xc[lo:hi, :, in_rows, in_cols]
+                if index == 0:  # tap (0, 0) lies inside every window
+                    y[lo:hi] = window
+                    continue
+                best, arg = y[lo:hi, :, rows, cols], argmax[lo:hi, :, rows, cols]
+                # taps come in increasing index order, so the last strict improvement
+                # is the largest index that improved: a max, no masked assignment
+                xp.maximum(arg, (window > best).astype(xp.uint8) * xp.uint8(index), out=arg)
+                xp.maximum(best, window, out=best)
+
+        parallel.for_blocks(xp, c, x.size, pool)
         self._cache = (x.shape, argmax)
         return swap_nc(y)
 
@@ -91,8 +97,14 @@ class MaxPool2d(_Pool2d):
         n, c, h, w = x_shape
         dx = xp.zeros((c, n, h, w), dtype=dy.dtype)
         h_out, w_out = argmax.shape[2:]
-        for index, (rows, cols), (in_rows, in_cols) in self._windows(h, w, h_out, w_out):
-            dx[:, :, in_rows, in_cols] += dyc[:, :, rows, cols] * (argmax[:, :, rows, cols] == index)
+        windows = list(self._windows(h, w, h_out, w_out))
+
+        def route(lo, hi):
+            for index, (rows, cols), (in_rows, in_cols) in windows:
+                dx[lo:hi, :, in_rows, in_cols] += (dyc[lo:hi, :, rows, cols]
+                                                   * (argmax[lo:hi, :, rows, cols] == index))
+
+        parallel.for_blocks(xp, c, dx.size, route)
         return swap_nc(dx)
 
 
@@ -111,14 +123,19 @@ class AvgPool2d(_Pool2d):
         xc = swap_nc(x)
         c, n, h, w = xc.shape
         y = xp.empty((c, n, h_out, w_out), dtype=x.dtype)
-        for index, (rows, cols), (in_rows, in_cols) in self._windows(h, w, h_out, w_out):
-            if index == 0:  # tap (0, 0) lies inside every window
-                y[...] = xc[:, :, in_rows, in_cols]
-            else:
-                y[:, :, rows, cols] += xc[:, :, in_rows, in_cols]
         counts = (self._counts(xp, h, h_out, x.dtype)[:, None]
                   * self._counts(xp, w, w_out, x.dtype)[None, :])
-        y /= counts
+        windows = list(self._windows(h, w, h_out, w_out))
+
+        def pool(lo, hi):
+            for index, (rows, cols), (in_rows, in_cols) in windows:
+                if index == 0:  # tap (0, 0) lies inside every window
+                    y[lo:hi] = xc[lo:hi, :, in_rows, in_cols]
+                else:
+                    y[lo:hi, :, rows, cols] += xc[lo:hi, :, in_rows, in_cols]
+            y[lo:hi] /= counts
+
+        parallel.for_blocks(xp, c, x.size, pool)
         self._cache = (x.shape, counts)
         return swap_nc(y)
 
@@ -130,8 +147,13 @@ class AvgPool2d(_Pool2d):
         n, c, h, w = x_shape
         dx = xp.zeros((c, n, h, w), dtype=dy.dtype)
         h_out, w_out = counts.shape
-        for _, (rows, cols), (in_rows, in_cols) in self._windows(h, w, h_out, w_out):
-            dx[:, :, in_rows, in_cols] += share[:, :, rows, cols]
+        windows = list(self._windows(h, w, h_out, w_out))
+
+        def spread(lo, hi):
+            for _, (rows, cols), (in_rows, in_cols) in windows:
+                dx[lo:hi, :, in_rows, in_cols] += share[lo:hi, :, rows, cols]
+
+        parallel.for_blocks(xp, c, dx.size, spread)
         return swap_nc(dx)
 
 
