@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import minids.layers.conv as conv_module
+from minids.layers import parallel
 from minids.layers import Conv2d, FixedConv2d, MaxPool2d, ReLU, Sequential
 from minids.layers.im2col import col2im, im2col
 
@@ -161,3 +162,57 @@ def test_backward_without_training_forward_is_an_error(rng):
     conv.forward(rng.standard_normal((1, 2, 4, 4)), train=False)
     with pytest.raises(ValueError, match="train=True"):
         conv.backward(np.ones((1, 3, 2, 2)))
+
+
+@pytest.fixture
+def split_everything(monkeypatch):
+    """Split every GEMM and every block loop, however small, over 3 threads."""
+    monkeypatch.setattr(parallel, "THREADS", 3)
+    monkeypatch.setattr(parallel, "MIN_GEMM_SPLIT", 1)
+    monkeypatch.setattr(parallel, "MIN_BLOCK_ELEMENTS", 1)
+
+
+def test_split_gemms_match_numpy(rng, split_everything):
+    a, b, c = rng.standard_normal((4, 7)), rng.standard_normal((7, 11)), rng.standard_normal((5, 7))
+    np.testing.assert_allclose(parallel.matmul(a, b), a @ b, atol=1e-12)
+    out = np.zeros((4, 11))
+    assert parallel.matmul(a, b, out=out) is out or parallel._BLAS is None
+    np.testing.assert_allclose(out if parallel._BLAS else parallel.matmul(a, b), a @ b, atol=1e-12)
+    np.testing.assert_allclose(parallel.matmul_nt(a, c), a @ c.T, atol=1e-12)
+    if parallel._BLAS:
+        setter, getter = parallel._BLAS
+        before = getter()
+        parallel.matmul(a, b)
+        assert getter() == before  # the BLAS thread count is restored
+
+
+def test_for_blocks_covers_the_range_once(split_everything):
+    seen = np.zeros(10, dtype=int)
+
+    def mark(lo, hi):
+        seen[lo:hi] += 1
+    parallel.for_blocks(np, 10, 10, mark)
+    np.testing.assert_array_equal(seen, 1)
+
+
+def test_threaded_layers_match_direct_references(rng, split_everything):
+    x = rng.standard_normal((3, 5, 7, 6))
+    conv = Conv2d(5, 4, 3, padding=1, dtype=np.float64, rng=rng)
+    conv.params["bias"][:] = rng.standard_normal(4)
+    y = conv.forward(x)
+    np.testing.assert_allclose(y, direct_conv(x, conv.weight, conv.bias, 1), atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx = conv.backward(dy)
+    assert np.isclose(np.sum((y - conv.bias[None, :, None, None]) * dy), np.sum(x * dx), rtol=1e-12)
+    np.testing.assert_array_equal(im2col(x, 3, 2, 1), padded_im2col(x, 3, 2, 1))
+    pool = MaxPool2d(3, 2, ceil_mode=True)
+    pooled = pool.forward(x)
+    expected = np.full(pooled.shape, -np.inf)
+    for i in range(pooled.shape[2]):
+        for j in range(pooled.shape[3]):
+            expected[:, :, i, j] = x[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(2, 3))
+    np.testing.assert_array_equal(pooled, expected)
+    net = Sequential([Conv2d(5, 4, 1, dtype=np.float64, rng=rng), ReLU(), MaxPool2d(2, 2)])
+    out = net.forward(x)
+    h = np.maximum(np.einsum("nchw,oc->nohw", x, net.layers[0].weight[:, :, 0, 0]), 0)
+    np.testing.assert_allclose(out, h[:, :, :6].reshape(3, 4, 3, 2, 3, 2).max(axis=(3, 5)), atol=1e-12)
