@@ -18,7 +18,9 @@ both alike. Reported per configuration, as medians over the repeats:
   ``step_mb``: that peak minus the resident memory before the first step
   (model, data and libraries excluded);
 * ``gemm_frac``: (GEMM FLOPs of one step per image × images/s) ÷ the float32
-  GEMM rate NumPy reaches on this machine, measured in the same run. A step's
+  GEMM rate NumPy reaches on this machine (2048³, best of 3), measured in the
+  same worker just before the model is built, so that both see the same load
+  (the rate printed first, measured once, is for reference). A step's
   GEMM FLOPs are the forward FLOPs of every convolution
   (:func:`minids.flops.model_flops`), plus the weight gradient of every
   trainable one, plus the input gradient of every one but the first.
@@ -161,8 +163,23 @@ def _torch_runner(cfg):
     return train_step, infer, sync
 
 
+def _gemm_rate_here(size=2048, repeats=3):
+    """Best float32 GEMM rate (FLOP/s) of NumPy's BLAS in this process, now."""
+    import numpy as np
+
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    a @ a
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
+
+
 def worker(cfg):
     """Measure one configuration; print one JSON line."""
+    gemm = _gemm_rate_here()
     runner = _torch_runner if cfg["framework"] == "torch" else _minids_runner
     train_step, infer, sync = runner(cfg)
     base = _proc_status("VmRSS")
@@ -172,7 +189,8 @@ def worker(cfg):
     infer_s = _time_calls(infer, 1, cfg["steps"], sync)
     batch = cfg["batch"]
     print(json.dumps({"train": batch / train_s, "infer": batch / infer_s, "peak_mb": peak,
-                      "step_mb": peak - base if (reset and base is not None) else None}))
+                      "step_mb": peak - base if (reset and base is not None) else None,
+                      "gemm_flops_per_s": gemm}))
 
 
 # --------------------------------------------------------------------- parent
@@ -317,7 +335,8 @@ def main(argv=None):
             if not runs:
                 continue
             stats = {k: _median([r[k] for r in runs]) for k in ("train", "infer", "peak_mb", "step_mb")}
-            stats["gemm_frac"] = stats["train"] * flops / rate if cfg["device"] == "cpu" else None
+            stats["gemm_frac"] = (_median([r["train"] * flops / r["gemm_flops_per_s"] for r in runs])
+                                  if cfg["device"] == "cpu" else None)
             stats["runs"] = runs
             row[framework] = stats
         for other in ("torch", "baseline"):
