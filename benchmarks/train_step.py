@@ -35,6 +35,7 @@ it only minids is measured. PyTorch is used by the benchmarks only.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -246,12 +247,9 @@ def run_worker(cfg, baseline=None):
 def _available_frameworks(requested):
     frameworks = []
     for name in requested:
-        if name == "torch":
-            try:
-                import torch  # noqa: F401
-            except ImportError:
-                print("PyTorch is not installed: measuring minids only", file=sys.stderr)
-                continue
+        if name == "torch" and importlib.util.find_spec("torch") is None:
+            print("PyTorch is not installed: measuring minids only", file=sys.stderr)
+            continue
         frameworks.append(name)
     return frameworks
 

@@ -9,8 +9,8 @@ NumPy the GEMMs and the bias pass are split over the cores by
 Memory: a trainable k×k convolution keeps its columns from forward for the
 weight gradient, in a block it reuses every step (:meth:`Layer.scratch`); the
 column gradient of backward reuses the same block once the weight gradient is
-done, so each k×k layer holds one column block between steps. Where no weight gradient is needed (a fixed convolution, or
-evaluation) the columns are built and consumed one chunk of images at a time
+done, so each k×k layer holds one column block between steps. Where no weight
+gradient is needed (a fixed convolution, or evaluation) the columns are built and consumed one chunk of images at a time
 (at most ``CHUNK_BYTES``), and backward folds the input gradient chunk by
 chunk too, so a very large batch never needs its whole column matrix.
 ``needs_input_grad = False`` (set on a network's first layer) skips the input
