@@ -88,7 +88,7 @@ def plot_history(weights, out):
         if f"sparsity_{name}" in history:
             spa.plot(epoch, 100 * history[f"sparsity_{name}"], "o-", ms=3, label=name)
     if "sparsity" in history:
-        spa.plot(epoch, 100 * history["sparsity"], "k--",
+        spa.plot(epoch, 100 * history["sparsity"], "kx--",
                  label="all coefficient layers" if weights.coefficient_layers
                  else "all layers (NiN)")
     spa.set(xlabel="epoch", ylabel="exact zeros (%)", title="(b) zero coefficients",
@@ -98,7 +98,8 @@ def plot_history(weights, out):
     from matplotlib.ticker import MaxNLocator
 
     for ax in (err, spa):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(epoch.min() - 0.5, epoch.max() + 0.5)   # room around a single epoch
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
     fig.suptitle(_title(weights))
     return _save(fig, out)
