@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from minids.sparsity import layer_sparsity, overall_sparsity
 DEFAULT_EPOCHS = {"fashion-mnist-mini": 3, "fashion-mnist": 15, "svhn": 20, "cifar10": 100}
 DEFAULT_DATA = "fashion-mnist-mini"
 DEFAULT_MODEL = "ds-nin"
-DEFAULT_LR = 0.1
+DEFAULT_LR = {"ds-nin": 0.02, "nin": 0.1}  # DS-NiN diverges at 0.1: docs/training.md
 DEFAULT_MOMENTUM = 0.9
 DEFAULT_WEIGHT_DECAY = 1e-4
 DEFAULT_ZETA = {"ds-nin": 1e-5, "nin": 0.0}
@@ -184,7 +185,7 @@ def resolve(cfg):
         epochs = cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS.get(data, 10)
         cfg = replace(cfg, data=data, model=model, epochs=epochs,
                       batch_size=cfg.batch_size or DEFAULT_BATCH_SIZE,
-                      lr=DEFAULT_LR if cfg.lr is None else cfg.lr,
+                      lr=DEFAULT_LR[model] if cfg.lr is None else cfg.lr,
                       momentum=DEFAULT_MOMENTUM if cfg.momentum is None else cfg.momentum,
                       weight_decay=DEFAULT_WEIGHT_DECAY if cfg.weight_decay is None else cfg.weight_decay,
                       zeta=DEFAULT_ZETA.get(model, 0.0) if cfg.zeta is None else cfg.zeta,
@@ -336,8 +337,10 @@ class _Run:
         bar = self.reporter.epoch_bar(self.epoch + 1, len(self.batches))
         start = time.perf_counter()
         try:
-            # A diverging run overflows on the way; the loss check below reports it.
-            with np.errstate(over="ignore", invalid="ignore"):
+            # A diverging run overflows on the way (also in worker threads, where
+            # errstate does not reach); the loss check below reports it.
+            with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "(overflow|invalid value) encountered", RuntimeWarning)
                 for index, (x, y) in enumerate(self.batches.epoch(self.epoch)):
                     logits = model.forward(x, train=True)
                     loss = float(loss_fn.forward(logits, y))
