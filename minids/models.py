@@ -11,10 +11,13 @@ DS-NiN replaces the weights of conv1-3 with fixed DCT dictionaries
 right after them (cccp1, cccp3, cccp5) are the coefficient layers.
 
 Initialisation (docs/models.md): learned convolutions are He-normal,
-std = sqrt(2 / fan_in), biases zero. In DS-NiN the fixed convolution has unit-
-norm atoms, so it multiplies the second moment of its input by c_in instead
-of He's 2; the coefficient layer after it is scaled by sqrt(2 / c_in) of the
-fixed layer so that every block keeps the second moment of its input, as in NiN.
+std = sqrt(2 / fan_in), biases zero. A DS-NiN fixed convolution has unit-norm
+atoms, which multiply the second moment of the input by c_in where He's rule
+gives 2, so its weight is the dictionary times the He gain sqrt(2 / c_in):
+activations and the coefficient layers' gradients then keep NiN's scale.
+The classifier (cccp6) starts with weights 0.1 × He and bias 1, so the final
+ReLU starts active and the first loss is ln K instead of a saturated softmax
+that kills that ReLU in the first steps.
 """
 
 import numpy as np
@@ -29,6 +32,10 @@ MODELS = ("nin", "ds-nin")
 
 # output channels of conv1, cccp1, cccp2, conv2, cccp3, cccp4, conv3, cccp5
 NIN_WIDTHS = (192, 160, 96, 192, 192, 192, 192, 192)
+
+# classifier initialisation: weights scaled down from He, bias keeps the last ReLU alive
+CLASSIFIER_WEIGHT_SCALE = 0.1
+CLASSIFIER_BIAS = 1.0
 
 # (name, kernel, padding) of every convolution; k > 1 is fixed in DS-NiN
 _CONVS = [("conv1", 5, 2), ("cccp1", 1, 0), ("cccp2", 1, 0),
@@ -89,16 +96,17 @@ def build_model(name, in_channels=3, num_classes=10, seed=0, dtype=np.float32,
     fixed = name == "ds-nin"
     make_atoms = get_dictionary(dictionary) if fixed else None
     channels = [in_channels, *widths, num_classes]
-    layers, relu_count, gain = [], 0, 1.0
+    layers, relu_count = [], 0
     for index, (conv_name, k, padding) in enumerate(_CONVS):
         c_in, c_out = channels[index], channels[index + 1]
         if fixed and k > 1:
-            conv = FixedConv2d(make_atoms(c_out, c_in, k, dtype), padding=padding, dtype=dtype)
-            gain = np.sqrt(2.0 / c_in)
+            atoms = make_atoms(c_out, c_in, k, dtype)
+            conv = FixedConv2d(atoms * dtype.type(np.sqrt(2.0 / c_in)), padding=padding, dtype=dtype)
         else:
             conv = Conv2d(c_in, c_out, k, padding=padding, dtype=dtype, rng=rng)
-            conv.params["weight"] *= dtype.type(gain)
-            gain = 1.0
+        if conv_name == "cccp6":
+            conv.params["weight"] *= dtype.type(CLASSIFIER_WEIGHT_SCALE)
+            conv.params["bias"][...] = CLASSIFIER_BIAS
         relu_count += 1
         layers += [(conv_name, conv), (f"relu{relu_count}", ReLU())]
         if conv_name == "cccp2":

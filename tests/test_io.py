@@ -48,9 +48,10 @@ def test_schema_with_plain_h5py(run):
             np.testing.assert_array_equal(g["weight"][()], conv.weight)
             np.testing.assert_array_equal(g["bias"][()], conv.bias)
             assert g.attrs["k"] == g["weight"].shape[2] == g["weight"].shape[3]
-        # The fixed weights are the DCT dictionary itself.
+        # The fixed weights are the DCT dictionary times the He gain sqrt(2 / c_in).
         w = f["layers/conv2/weight"][()]
-        np.testing.assert_array_equal(w, dct_conv_weight(w.shape[0], w.shape[1], w.shape[2], np.float32))
+        atoms = dct_conv_weight(w.shape[0], w.shape[1], w.shape[2], np.float32)
+        np.testing.assert_array_equal(w, atoms * np.float32(np.sqrt(2.0 / w.shape[1])))
         # History: one float64 entry per epoch for every documented column.
         for col in ("epoch", "lr", "train_loss", "train_error", "test_error", "sparsity_cccp1",
                     "sparsity_cccp3", "sparsity_cccp5", "sparsity", "seconds", "images_per_second"):

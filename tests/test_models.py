@@ -63,7 +63,11 @@ def test_ds_nin_fixed_layers_and_coefficient_layers():
     model = build_model("ds-nin")
     assert model.fixed_layers() == ["conv1", "conv2", "conv3"]
     assert model.coefficient_layers() == ["cccp1", "cccp3", "cccp5"]
-    np.testing.assert_array_equal(model["conv2"].weight, dct_conv_weight(192, 96, 5))
+    # the dictionary times the He gain of unit-norm kernels, sqrt(2 / c_in)
+    np.testing.assert_array_equal(model["conv2"].weight,
+                                  dct_conv_weight(192, 96, 5) * np.float32(np.sqrt(2 / 96)))
+    norms = np.sqrt((model["conv1"].weight.astype(np.float64) ** 2).sum(axis=(2, 3)))
+    np.testing.assert_allclose(norms, np.sqrt(2 / 3), rtol=1e-6)
     assert build_model("nin").coefficient_layers() == []
 
 
@@ -86,6 +90,33 @@ def test_initialisation_keeps_logits_in_a_sane_range():
     for name in ("nin", "ds-nin"):
         logits = build_model(name, seed=3).forward(x, train=False)
         assert 0.05 < logits.std() < 20, name
+
+
+def test_classifier_starts_with_live_relu_and_near_uniform_softmax():
+    x = np.random.default_rng(2).standard_normal((16, 1, 28, 28)).astype(np.float32)
+    for name in ("nin", "ds-nin"):
+        model = build_model(name, in_channels=1, seed=4)
+        np.testing.assert_array_equal(model["cccp6"].bias, np.ones(10, np.float32))
+        logits = model.forward(x, train=False)
+        assert (logits > 0).all(), name  # the last ReLU is active everywhere
+        loss = float(SoftmaxNLL().forward(logits, np.arange(16) % 10))
+        assert abs(loss - np.log(10)) < 0.1, name
+
+
+def test_ds_nin_gradients_are_balanced_across_layers():
+    """Relative gradient size ||g|| / ||w|| of every learned hidden weight stays
+    within a factor 30 of the others: without the gain on the fixed layers the
+    coefficient layers after conv2/conv3 get 50-400x larger relative steps.
+    (The classifier, initialised at 0.1 x He, is left out.)"""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((16, 1, 28, 28)).astype(np.float32)
+    model = build_model("ds-nin", in_channels=1, seed=5)
+    loss = SoftmaxNLL()
+    loss.forward(model.forward(x, train=True), np.arange(16) % 10)
+    model.backward(loss.backward())
+    ratios = [np.linalg.norm(model.grads[k]) / np.linalg.norm(w)
+              for k, w in model.params.items() if k.endswith("weight") and k != "cccp6.weight"]
+    assert max(ratios) / min(ratios) < 30, ratios
 
 
 def test_same_seed_same_model_and_unknown_names():
