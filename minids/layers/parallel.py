@@ -44,15 +44,18 @@ def _threads():
 
 
 THREADS = _threads()
-_pool = None
+_pool = _pool_pid = None
 _lock = threading.Lock()
 
 
 def _executor():
-    global _pool
+    """The worker threads, created on first use (again in a forked child, whose
+    copy of the pool has no threads)."""
+    global _pool, _pool_pid
     with _lock:
-        if _pool is None:
+        if _pool is None or _pool_pid != os.getpid():
             _pool = ThreadPoolExecutor(max_workers=THREADS - 1, thread_name_prefix="minids")
+            _pool_pid = os.getpid()
     return _pool
 
 
