@@ -8,7 +8,6 @@ import click
 from minids.backend import DEVICES
 from minids.data import DATASETS
 from minids.data.preprocess import PREPROCESSING
-from minids.errors import MinidsError
 from minids.models import MODELS
 from minids.train import DEFAULT_EPOCHS, Interrupted, TrainConfig, train
 
@@ -80,9 +79,6 @@ class ConsoleReporter:
             cells.append(f"{text:>{width}}")
         click.echo("  ".join(cells))
 
-    def message(self, text):
-        click.echo(text)
-
 
 def _widths(ctx, param, value):
     if value is None:
@@ -150,6 +146,3 @@ def train_command(data, model, epochs, batch_size, lr, momentum, weight_decay, z
     history = result.history
     click.echo(f"done: test accuracy {1 - history['test_error'][-1]:.4f} after {len(history['epoch'])} "
                f"epochs; weights {result.out}")
-
-
-train_command.name = "train"

@@ -234,7 +234,7 @@ class SilentReporter:
 
     ``start(lines)``: a few lines describing the run; ``epoch_bar(epoch, batches)``
     returns an object with ``update(images, loss)`` and ``close()``;
-    ``row(columns, values)``: one finished epoch; ``message(text)``.
+    ``row(columns, values)``: one finished epoch.
     """
 
     def start(self, lines):
@@ -250,9 +250,6 @@ class SilentReporter:
         pass
 
     def row(self, columns, values):
-        pass
-
-    def message(self, text):
         pass
 
 
