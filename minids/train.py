@@ -309,6 +309,7 @@ class _Run:
             self.epoch = int(resumed.attrs["epoch"])
             self.history = {k: [float(v) for v in a] for k, a in resumed.history.items()}
         self.model.to(self.xp)
+        self.model.needs_input_grad = False  # nothing uses the gradient of the images
         self.columns = history_columns(self.model, self.data.val is not None)
         for col in self.columns:
             self.history.setdefault(col, [])
