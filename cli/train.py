@@ -99,7 +99,7 @@ def _widths(ctx, param, value):
                    + ", ".join(f"{k} {v}" for k, v in DEFAULT_EPOCHS.items()) + "].")
 @click.option("--batch-size", type=int, default=None, help="Images per step [default: 128].")
 @click.option("--lr", type=float, default=None,
-              help="Learning rate ε (dampened momentum: the steady-state step is ε·g) [default: 0.1].")
+              help="Learning rate ε (dampened momentum: the steady-state step is ε·g) [default: 0.5 for ds-nin, 0.1 for nin].")
 @click.option("--momentum", type=float, default=None, help="Momentum η, also the dampening [default: 0.9].")
 @click.option("--weight-decay", type=float, default=None, help="L2 coefficient μ [default: 1e-4].")
 @click.option("--zeta", type=float, default=None,

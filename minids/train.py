@@ -35,7 +35,7 @@ from minids.sparsity import layer_sparsity, overall_sparsity
 DEFAULT_EPOCHS = {"fashion-mnist-mini": 3, "fashion-mnist": 15, "svhn": 20, "cifar10": 100}
 DEFAULT_DATA = "fashion-mnist-mini"
 DEFAULT_MODEL = "ds-nin"
-DEFAULT_LR = 0.1
+DEFAULT_LR = {"ds-nin": 0.5, "nin": 0.1}  # see docs/training.md
 DEFAULT_MOMENTUM = 0.9
 DEFAULT_WEIGHT_DECAY = 1e-4
 DEFAULT_ZETA = {"ds-nin": 1e-5, "nin": 0.0}
@@ -185,7 +185,7 @@ def resolve(cfg):
         epochs = cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS.get(data, 10)
         cfg = replace(cfg, data=data, model=model, epochs=epochs,
                       batch_size=cfg.batch_size or DEFAULT_BATCH_SIZE,
-                      lr=DEFAULT_LR if cfg.lr is None else cfg.lr,
+                      lr=DEFAULT_LR[model] if cfg.lr is None else cfg.lr,
                       momentum=DEFAULT_MOMENTUM if cfg.momentum is None else cfg.momentum,
                       weight_decay=DEFAULT_WEIGHT_DECAY if cfg.weight_decay is None else cfg.weight_decay,
                       zeta=DEFAULT_ZETA.get(model, 0.0) if cfg.zeta is None else cfg.zeta,
