@@ -59,6 +59,23 @@ class _Pool2d(Layer):
                 yield (i * self.k + j, (slice(0, rows), slice(0, cols)),
                        (slice(i, i + s * (rows - 1) + 1, s), slice(j, j + s * (cols - 1) + 1, s)))
 
+    def _spread(self, x_shape, out_hw, dy, term):
+        """The input gradient, an (N, C, H, W) view: for every tap, ``term(index,
+        channels, rows, cols)`` — the gradient that tap ``index`` sends from the
+        output positions ``rows, cols`` of the channel slice — added at the
+        input pixels the tap reads."""
+        xp = get_array_module(dy)
+        n, c, h, w = x_shape
+        dx = xp.zeros((c, n, h, w), dtype=dy.dtype)
+        windows = list(self._windows(h, w, *out_hw))
+
+        def add(lo, hi):
+            for index, (rows, cols), (in_rows, in_cols) in windows:
+                dx[lo:hi, :, in_rows, in_cols] += term(index, slice(lo, hi), rows, cols)
+
+        parallel.for_blocks(xp, c, dx.size, add)
+        return swap_nc(dx)
+
 
 class MaxPool2d(_Pool2d):
     """Max over k×k windows. Ties send the gradient to one element: the first
@@ -90,22 +107,11 @@ class MaxPool2d(_Pool2d):
         return swap_nc(y)
 
     def backward(self, dy):
-        xp = get_array_module(dy)
         x_shape, argmax = self._cache
         self._cache = None
         dyc = swap_nc(dy)
-        n, c, h, w = x_shape
-        dx = xp.zeros((c, n, h, w), dtype=dy.dtype)
-        h_out, w_out = argmax.shape[2:]
-        windows = list(self._windows(h, w, h_out, w_out))
-
-        def route(lo, hi):
-            for index, (rows, cols), (in_rows, in_cols) in windows:
-                dx[lo:hi, :, in_rows, in_cols] += (dyc[lo:hi, :, rows, cols]
-                                                   * (argmax[lo:hi, :, rows, cols] == index))
-
-        parallel.for_blocks(xp, c, dx.size, route)
-        return swap_nc(dx)
+        return self._spread(x_shape, argmax.shape[2:], dy, lambda index, ch, rows, cols: (
+            dyc[ch, :, rows, cols] * (argmax[ch, :, rows, cols] == index)))
 
 
 class AvgPool2d(_Pool2d):
@@ -140,21 +146,11 @@ class AvgPool2d(_Pool2d):
         return swap_nc(y)
 
     def backward(self, dy):
-        xp = get_array_module(dy)
         x_shape, counts = self._cache
         self._cache = None
         share = swap_nc(dy) / counts
-        n, c, h, w = x_shape
-        dx = xp.zeros((c, n, h, w), dtype=dy.dtype)
-        h_out, w_out = counts.shape
-        windows = list(self._windows(h, w, h_out, w_out))
-
-        def spread(lo, hi):
-            for _, (rows, cols), (in_rows, in_cols) in windows:
-                dx[lo:hi, :, in_rows, in_cols] += share[lo:hi, :, rows, cols]
-
-        parallel.for_blocks(xp, c, dx.size, spread)
-        return swap_nc(dx)
+        return self._spread(x_shape, counts.shape, dy,
+                            lambda index, ch, rows, cols: share[ch, :, rows, cols])
 
 
 class GlobalAvgPool(Layer):
