@@ -3,7 +3,9 @@
 Every sub-command lives in its own module under ``cli/`` and is registered in
 ``COMMANDS``; it is imported only when invoked, so ``minids --help`` is fast.
 A :class:`minids.errors.MinidsError` raised anywhere becomes a one-line
-``Error: ...`` and exit status 1, never a traceback.
+``Error: ...`` and exit status 1, never a traceback. A usage error of a
+sub-command (unknown option, invalid choice, missing argument) is one line too,
+naming the command's ``--help``, with click's exit status 2.
 """
 
 import importlib
@@ -47,6 +49,16 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except MinidsError as err:
             raise click.ClickException(str(err)) from None
+        except click.UsageError as err:
+            raise _one_line(err) from None
+
+
+def _one_line(err):
+    """click's usage error as a single ``Error: ...`` line, with the same exit status."""
+    hint = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+    short = click.ClickException(err.format_message() + hint)
+    short.exit_code = err.exit_code
+    return short
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

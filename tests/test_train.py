@@ -181,9 +181,18 @@ def test_bad_options_are_one_line_errors(tmp_path, args, fragment):
     assert not out.exists()
 
 
-def test_unknown_choice_is_refused(tmp_path):
-    result = invoke("--data", "mnist", "--out", str(tmp_path / "w.h5"))
-    assert result.exit_code == 2 and "'mnist' is not one of" in result.output
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "--data", "mnist"], "'mnist' is not one of"),
+    (["train", "--bogus"], "No such option '--bogus'"),
+    (["trian"], "No such command 'trian'"),
+    (["evaluate"], "Missing argument 'WEIGHTS'"),
+    (["data", "info", "mnist"], "'mnist' is not one of"),
+])
+def test_usage_errors_are_one_line(args, fragment):
+    result = CliRunner().invoke(main, args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("Error: ") and fragment in lines[0] and "--help" in lines[0], lines[0]
 
 
 def test_schedules():
