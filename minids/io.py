@@ -36,6 +36,10 @@ class WeightsFile:
     optimizer: a :meth:`minids.optim.MomentumShrink.state_dict` (or None).
     rng_state: the run generator's ``bit_generator.state`` (or None).
     history: column -> float64 (epochs,).
+    partial_epoch: None at an epoch boundary; after a Ctrl-C inside an epoch,
+        {'batches', 'images', 'errors' (int), 'loss_sum', 'seconds' (float)}:
+        the batches of epoch ``attrs['epoch'] + 1`` already applied and the
+        running sums of its history row.
     """
 
     attrs: dict
@@ -44,6 +48,10 @@ class WeightsFile:
     optimizer: dict | None = None
     rng_state: dict | None = None
     history: dict = field(default_factory=dict)
+    partial_epoch: dict | None = None
+
+
+PARTIAL_EPOCH_KEYS = ("batches", "images", "errors", "loss_sum", "seconds")
 
 
 def _plain(value):
@@ -114,6 +122,10 @@ def _write(f, contents):
     history = f.create_group("history")
     for key, values in contents.history.items():
         history.create_dataset(key, data=np.asarray(values, dtype=np.float64))
+    if contents.partial_epoch is not None:
+        partial = f.create_group("partial_epoch")
+        for key in PARTIAL_EPOCH_KEYS:
+            partial.attrs[key] = contents.partial_epoch[key]
 
 
 def write_weights(path, contents):
@@ -186,9 +198,12 @@ def read_weights(path):
                 optimizer["prev"] = {k: opt["prev"][k][()] for k in opt["prev"]}
             rng_state = json.loads(_plain(f["rng"].attrs["state"])) if "rng" in f else None
             history = {k: f["history"][k][()] for k in f["history"]} if "history" in f else {}
+            partial = None
+            if "partial_epoch" in f:
+                partial = {k: _plain(f["partial_epoch"].attrs[k]) for k in PARTIAL_EPOCH_KEYS}
         except (KeyError, ValueError, TypeError) as err:
             raise MinidsError(f"{path}: damaged minids weights file ({err})") from None
-    return WeightsFile(attrs, layers, preprocessing, optimizer, rng_state, history)
+    return WeightsFile(attrs, layers, preprocessing, optimizer, rng_state, history, partial)
 
 
 def model_from_weights(contents, dtype=np.float32):

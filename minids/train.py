@@ -6,7 +6,9 @@ loss, train error, test error, sparsity of every coefficient layer and
 overall) and writes the weights file (docs/weights.md) atomically, plus a CSV
 of the history beside it. A run resumes exactly from its file: weights,
 optimizer state, the dropout generator and the epoch; the data order of epoch
-``e`` depends only on (seed, e). See docs/training.md.
+``e`` depends only on (seed, e). Ctrl-C stops at the end of the current batch
+and saves that point (``partial_epoch`` in the file), so a resumed run goes on
+from the next batch. See docs/training.md.
 """
 
 import csv
@@ -25,6 +27,7 @@ from minids.backend import device_name, get_module
 from minids.data import DATASETS, BatchIterator, prepare
 from minids.errors import MinidsError
 from minids.evaluate import check_compatible, predict
+from minids.interrupt import StopRequest
 from minids.io import WeightsFile, layer_arrays, model_from_weights, read_weights, write_weights
 from minids.layers import SoftmaxNLL
 from minids.models import MODELS, NIN_WIDTHS, build_model
@@ -298,7 +301,7 @@ class _Run:
             self.model = build_model(cfg.model, in_channels=self.data.input_shape[0],
                                      num_classes=self.data.num_classes, seed=cfg.seed,
                                      widths=cfg.widths)
-            self.epoch, self.history = 0, {}
+            self.epoch, self.history, self.partial = 0, {}, None
         else:
             check_compatible(resumed.attrs, self.data.input_shape, self.data.num_classes,
                              where=f"--resume {cfg.resume}")
@@ -308,6 +311,7 @@ class _Run:
             self.data.stats = resumed.preprocessing
             self.epoch = int(resumed.attrs["epoch"])
             self.history = {k: [float(v) for v in a] for k, a in resumed.history.items()}
+            self.partial = resumed.partial_epoch
         self.model.to(self.xp)
         self.model.needs_input_grad = False  # nothing uses the gradient of the images
         self.columns = history_columns(self.model, self.data.val is not None)
@@ -315,38 +319,52 @@ class _Run:
             self.history.setdefault(col, [])
         self.batches = BatchIterator(*self.data.train, cfg.batch_size, self.data.stats, self.xp,
                                      shuffle=True, seed=cfg.seed)
+        self.saved = self.position()  # what the weights file holds (a resumed file: this)
 
     def describe(self):
         cfg, d = self.cfg, self.data
         shape = "x".join(map(str, d.input_shape))
         val = f" / {len(d.val[1])} val" if d.val is not None else ""
-        start = f"resuming {cfg.resume} after epoch {self.epoch}" if cfg.resume else "new run"
+        start = f"resuming {cfg.resume} after {self.position()}" if cfg.resume else "new run"
         return [f"{cfg.model} on {cfg.data}: {len(d.train[1])} train / {len(d.test[1])} test{val} "
                 f"images of {shape}, {self.model.num_classes} classes; {device_name(self.xp)}",
                 f"lr {cfg.lr:g} ({cfg.lr_schedule}), momentum {cfg.momentum:g}, weight decay "
                 f"{cfg.weight_decay:g}, zeta {cfg.zeta:g}, batch {cfg.batch_size}, seed {cfg.seed}, "
                 f"epochs {cfg.epochs}; {start}; weights -> {cfg.out}"]
 
-    def train_epoch(self):
-        """One pass over the training split; returns (mean loss, error, seconds)."""
+    def position(self):
+        """Where the run stands, in words: 'epoch 3' or 'epoch 3 and 120 of 469 batches of epoch 4'."""
+        if self.partial is None:
+            return f"epoch {self.epoch}"
+        return (f"epoch {self.epoch} and {self.partial['batches']} of {len(self.batches)} batches "
+                f"of epoch {self.epoch + 1}")
+
+    def train_epoch(self, stop):
+        """One pass over the training split (its remaining batches after a mid-epoch resume).
+
+        Returns (mean loss, error, training seconds) of the whole epoch, or None
+        when ``stop.requested`` (Ctrl-C) ended it after a batch: ``self.partial``
+        then holds the batches done and the running sums of the epoch's row.
+        """
         model, loss_fn, opt = self.model, SoftmaxNLL(), self.optimizer
         opt.set_epoch(self.epoch)
-        total_loss, wrong, seen = 0.0, 0, 0
-        bar = self.reporter.epoch_bar(self.epoch + 1, len(self.batches))
+        done = self.partial or {"batches": 0, "images": 0, "errors": 0, "loss_sum": 0.0, "seconds": 0.0}
+        first, total_loss, wrong, seen = done["batches"], done["loss_sum"], done["errors"], done["images"]
+        bar = self.reporter.epoch_bar(self.epoch + 1, len(self.batches) - first)
         start = time.perf_counter()
         try:
             # A diverging run overflows on the way (also in worker threads, where
             # errstate does not reach); the loss check below reports it.
             with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "(overflow|invalid value) encountered", RuntimeWarning)
-                for index, (x, y) in enumerate(self.batches.epoch(self.epoch)):
+                for index, (x, y) in enumerate(self.batches.epoch(self.epoch, first), start=first):
                     logits = model.forward(x, train=True)
                     loss = float(loss_fn.forward(logits, y))
                     if not math.isfinite(loss):
                         raise MinidsError(
                             f"the loss became {loss} at epoch {self.epoch + 1}, batch {index + 1} "
-                            f"(lr {opt.lr:g}); stopped; {self.cfg.out} keeps the last good epoch "
-                            f"({self.epoch}); try a smaller --lr")
+                            f"(lr {opt.lr:g}); stopped; {self.cfg.out} keeps {self.saved}; "
+                            "try a smaller --lr")
                     model.backward(loss_fn.backward())
                     opt.step(model.params, model.grads)
                     n = int(y.shape[0])
@@ -354,22 +372,28 @@ class _Run:
                     total_loss += loss * n
                     seen += n
                     bar.update(n, total_loss / seen)
+                    if stop.requested and index + 1 < len(self.batches):
+                        self.partial = {"batches": index + 1, "images": seen, "errors": wrong,
+                                        "loss_sum": total_loss,
+                                        "seconds": done["seconds"] + time.perf_counter() - start}
+                        return None
         except KeyboardInterrupt:
             raise Interrupted(
-                f"interrupted during epoch {self.epoch + 1} after {seen} images; {self.cfg.out} holds "
-                f"epoch {self.epoch}; `minids train --resume {self.cfg.out}` redoes epoch "
-                f"{self.epoch + 1} from its start, exactly as an uninterrupted run") from None
+                f"interrupted during epoch {self.epoch + 1}; {self.cfg.out} holds {self.saved}; "
+                f"`minids train --resume {self.cfg.out}` goes on from there exactly") from None
         finally:
             bar.close()
-        return total_loss / seen, wrong / seen, time.perf_counter() - start
+        self.partial = None
+        return total_loss / seen, wrong / seen, done["seconds"] + time.perf_counter() - start
 
     def error(self, split):
         images, labels = split
         predictions = predict(self.model, images, labels, self.data.stats, self.xp)
         return float(np.mean(predictions != np.asarray(labels)))
 
-    def record(self, loss, train_error, train_seconds, epoch_start):
+    def record(self, loss, train_error, train_seconds):
         """Evaluate, append one history row and advance the epoch; returns the row (dict)."""
+        eval_start = time.perf_counter()
         weights = _sparsity_weights(self.model)
         row = {"epoch": self.epoch + 1, "lr": self.optimizer.lr, "train_loss": loss,
                "train_error": train_error, "test_error": self.error(self.data.test)}
@@ -379,7 +403,7 @@ class _Run:
             if f"sparsity_{name}" in self.columns:
                 row[f"sparsity_{name}"] = value
         row["sparsity"] = overall_sparsity(weights)
-        row["seconds"] = time.perf_counter() - epoch_start
+        row["seconds"] = train_seconds + time.perf_counter() - eval_start
         row["images_per_second"] = len(self.data.train[1]) / train_seconds
         for col in self.columns:
             self.history[col].append(float(row[col]))
@@ -411,11 +435,17 @@ class _Run:
             attrs.update(train_loss=float("nan"), train_error=float("nan"), test_error=float("nan"),
                          test_accuracy=float("nan"), sparsity=overall_sparsity(_sparsity_weights(model)))
         return WeightsFile(attrs, layer_arrays(model), self.data.stats, self.optimizer.state_dict(),
-                           self.model.rng.bit_generator.state, self.history)
+                           self.model.rng.bit_generator.state, self.history, self.partial)
 
     def save(self):
-        write_weights(self.cfg.out, self.contents())
-        write_csv(csv_path(self.cfg.out), self.columns, self.history)
+        """Write the weights file and the CSV; a Ctrl-C during the write leaves the last file."""
+        try:
+            write_weights(self.cfg.out, self.contents())
+            write_csv(csv_path(self.cfg.out), self.columns, self.history)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted while saving; {self.cfg.out} holds {self.saved}; "
+                              f"`minids train --resume {self.cfg.out}` goes on from there") from None
+        self.saved = self.position()
 
 
 def write_csv(path, columns, history):
@@ -444,27 +474,30 @@ def train(config, reporter=None):
     """Run (or resume) training as ``config`` says; returns a :class:`TrainResult`.
 
     Writes the weights file after every epoch (and once before the first,
-    so an early Ctrl-C leaves a resumable file). Raises MinidsError on bad
-    options or a NaN/inf loss (the file keeps the last good epoch) and
-    :class:`Interrupted` on Ctrl-C.
+    so an early Ctrl-C leaves a resumable file). Ctrl-C stops at the end of
+    the current batch, saves that point and raises :class:`Interrupted`; a
+    second Ctrl-C stops at once, keeping the last file written. Raises
+    MinidsError on bad options or a NaN/inf loss (the file keeps the last
+    good epoch).
     """
     reporter = reporter or SilentReporter()
     cfg, resumed = resolve(config)
     _check_out(cfg)
     run = _Run(cfg, resumed, reporter)
     reporter.start(run.describe())
-    if resumed is None or Path(cfg.out).resolve() != Path(cfg.resume).resolve():
-        run.save()
-    while run.epoch < cfg.epochs:
-        epoch_start = time.perf_counter()
-        loss, train_error, seconds = run.train_epoch()
-        row = run.record(loss, train_error, seconds, epoch_start)
-        try:
+    with StopRequest() as stop:
+        if resumed is None or Path(cfg.out).resolve() != Path(cfg.resume).resolve():
             run.save()
-        except KeyboardInterrupt:
-            raise Interrupted(f"interrupted while saving epoch {run.epoch}; {cfg.out} holds the "
-                              "epoch before it; --resume continues from there") from None
-        reporter.row(run.columns, [row[c] for c in run.columns])
+        while run.epoch < cfg.epochs:
+            result = run.train_epoch(stop)
+            if result is not None:
+                row = run.record(*result)
+            run.save()
+            if result is not None:
+                reporter.row(run.columns, [row[c] for c in run.columns])
+            if stop.requested and run.epoch < cfg.epochs:
+                raise Interrupted(f"stopped by Ctrl-C; {cfg.out} holds {run.saved}; `minids train "
+                                  f"--resume {cfg.out}` goes on from there exactly")
     return TrainResult(cfg, run.model, run.history, Path(cfg.out))
 
 

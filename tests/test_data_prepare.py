@@ -111,6 +111,14 @@ def test_batch_iterator_order_sizes_and_resume(mini):
     index = np.sort(it.order(0)[:25])
     np.testing.assert_array_equal(epoch0[0][0], data.normalize(images[index], stats, np))
     np.testing.assert_array_equal(epoch0[0][1], labels[index])
+    # a run resumed inside an epoch starts at a later batch: the same tail, both iterators
+    for start_at in (1, 4):
+        for iterator in (it, resumed):
+            tail = [(x.copy(), y.copy()) for x, y in iterator.epoch(0, start=start_at)]
+            assert len(tail) == 5 - start_at
+            for (xa, ya), (xb, yb) in zip(epoch0[start_at:], tail):
+                np.testing.assert_array_equal(xa, xb)
+                np.testing.assert_array_equal(ya, yb)
 
 
 def test_batch_iterator_without_shuffle_and_early_stop(mini):

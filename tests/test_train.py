@@ -1,6 +1,7 @@
 """``minids train``: a real run, exact resume, divergence, interruption, refusals."""
 
 import csv
+import signal
 from pathlib import Path
 
 import h5py
@@ -10,9 +11,10 @@ from click.testing import CliRunner
 
 from cli.main import main
 from minids.errors import MinidsError
+from minids.interrupt import StopRequest
 from minids.io import read_weights
 from minids.layers import SoftmaxNLL
-from minids.train import TrainConfig, default_schedule, parse_schedule, train
+from minids.train import Interrupted, SilentReporter, TrainConfig, default_schedule, parse_schedule, train
 
 TINY = (8, 8, 8, 8, 8, 8, 8, 8)
 TINY_ARG = ",".join(map(str, TINY))
@@ -115,6 +117,56 @@ def test_interrupt_keeps_last_epoch_and_resume_matches(tmp_path, monkeypatch):
     monkeypatch.setattr(SoftmaxNLL, "backward", real)
     train(TrainConfig(resume=str(out), device="cpu"))
     _assert_same_run(straight, out)
+
+
+class CtrlCAtBatch(SilentReporter):
+    """Presses Ctrl-C (a real SIGINT) after the ``at``-th batch of the run."""
+
+    def __init__(self, at):
+        self.at, self.count = at, 0
+
+    def update(self, images, loss):
+        self.count += 1
+        if self.count == self.at:
+            signal.raise_signal(signal.SIGINT)
+
+
+def test_ctrl_c_saves_the_current_batch_and_resume_matches(tmp_path):
+    straight = tmp_path / "straight.h5"
+    train(tiny(straight, epochs=2))
+    out = tmp_path / "stopped.h5"
+    with pytest.raises(Interrupted, match="2 of 3 batches of epoch 2"):
+        train(tiny(out, epochs=2), CtrlCAtBatch(5))  # 3 batches per epoch: batch 2 of epoch 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with h5py.File(out, "r") as f:  # plain h5py: where the run stopped
+        assert f.attrs["epoch"] == 1 and f["partial_epoch"].attrs["batches"] == 2
+        assert f["partial_epoch"].attrs["images"] == 64 and f["optimizer"].attrs["steps"] == 5
+        assert len(f["history/epoch"]) == 1
+    train(TrainConfig(resume=str(out), device="cpu"))
+    _assert_same_run(straight, out)
+    assert read_weights(out).partial_epoch is None
+
+
+def test_ctrl_c_on_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("cli.train.ConsoleReporter", lambda quiet: CtrlCAtBatch(2))
+    out = tmp_path / "w.h5"
+    result = invoke("--widths", TINY_ARG, "--train-size", "96", "--test-size", "40", "--batch-size", "32",
+                    "--device", "cpu", "--epochs", "2", "--out", str(out))
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert "stopped by Ctrl-C" in result.output and "2 of 3 batches of epoch 1" in result.output
+    assert f"--resume {out}" in result.output
+    assert read_weights(out).partial_epoch["batches"] == 2
+
+
+def test_a_second_ctrl_c_stops_at_once():
+    before = signal.getsignal(signal.SIGINT)
+    with StopRequest() as stop:
+        assert not stop.requested
+        signal.raise_signal(signal.SIGINT)
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_epoch(tmp_path):

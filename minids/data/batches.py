@@ -48,17 +48,19 @@ class BatchIterator:
         x = normalize(self.images[index], self.stats, self.xp)
         return x, to_device(self.labels[index], self.xp)
 
-    def _slices(self, epoch):
+    def _slices(self, epoch, start):
         order = self.order(epoch)
-        return (order[lo:lo + self.batch_size] for lo in range(0, len(order), self.batch_size))
+        first = start * self.batch_size
+        return (order[lo:lo + self.batch_size] for lo in range(first, len(order), self.batch_size))
 
-    def epoch(self, epoch):
-        """An iterator over the batches of ``epoch`` (0-based)."""
+    def epoch(self, epoch, start=0):
+        """An iterator over the batches of ``epoch`` (0-based), from batch ``start`` on
+        (a run resumed in the middle of an epoch skips the batches it already used)."""
         if not self.prefetch:
-            return (self._batch(index) for index in self._slices(epoch))
-        return self._prefetched(epoch)
+            return (self._batch(index) for index in self._slices(epoch, start))
+        return self._prefetched(epoch, start)
 
-    def _prefetched(self, epoch):
+    def _prefetched(self, epoch, start):
         out, stop = queue.Queue(maxsize=1), threading.Event()
         device = None if self.xp is np else self.xp.cuda.Device()
 
@@ -75,7 +77,7 @@ class BatchIterator:
             try:
                 if device is not None:
                     device.use()
-                for index in self._slices(epoch):
+                for index in self._slices(epoch, start):
                     if not put(self._batch(index)):
                         return
                 put(_DONE)
