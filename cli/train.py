@@ -8,6 +8,7 @@ import click
 from minids.backend import DEVICES
 from minids.data import DATASETS
 from minids.data.preprocess import PREPROCESSING
+from minids.dictionary import DICTIONARIES
 from minids.models import MODELS
 from minids.train import DEFAULT_EPOCHS, Interrupted, TrainConfig, train
 
@@ -127,17 +128,20 @@ def _widths(ctx, param, value):
 @click.option("--val-size", type=int, default=None, help="Hold out N training images as validation.")
 @click.option("--widths", callback=_widths, default=None, metavar="W1,...,W8",
               help="Hidden widths (small values make tiny networks for tests) [default: NiN's].")
+@click.option("--dictionary", type=click.Choice(sorted(DICTIONARIES)), default=None,
+              help="Fixed dictionary of DS-NiN's k×k convolutions [default: odct2; see docs/method.md].")
 @click.option("--quiet", is_flag=True, help="No progress bar (the run description and epoch rows still print).")
 def train_command(data, model, epochs, batch_size, lr, momentum, weight_decay, zeta, lr_schedule, device,
                   seed, data_dir, download, no_extra, preprocess, out, resume, force, train_size,
-                  test_size, val_size, widths, quiet):
+                  test_size, val_size, widths, dictionary, quiet):
     """Train NiN or DS-NiN; one row per epoch, weights (HDF5) written after every epoch."""
     config = TrainConfig(data=data, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
                          momentum=momentum, weight_decay=weight_decay, zeta=zeta,
                          lr_schedule=lr_schedule, device=device, seed=seed, data_dir=data_dir,
                          download=download, extra=None if not no_extra else False,
                          preprocess=preprocess, out=out, resume=resume, force=force,
-                         train_size=train_size, test_size=test_size, val_size=val_size, widths=widths)
+                         train_size=train_size, test_size=test_size, val_size=val_size, widths=widths,
+                         dictionary=dictionary)
     try:
         result = train(config, ConsoleReporter(quiet))
     except Interrupted as stop:

@@ -132,7 +132,38 @@ def dct_conv_weight(c_out, c_in, k, dtype=np.float32):
     return atoms[: c_out * c_in].reshape(c_out, c_in, k, k).astype(_check_dtype(dtype))
 
 
-DICTIONARIES = {"odct2": dct_conv_weight}
+def _splitmix64(x):
+    """splitmix64 of uint64 array ``x``: the generator's output for state ``x``."""
+    z = x + np.uint64(0x9E3779B97F4A7C15)  # uint64 array arithmetic wraps around
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def mixed_dct_conv_weight(c_out, c_in, k, dtype=np.float32):
+    """Fixed OIHW weight of the ``odct2-mixed`` dictionary: odct2's atoms, dealt in a scrambled order.
+
+    The same ``c_out * c_in`` atoms as :func:`dct_conv_weight`, but pair
+    ``(o, i)`` gets atom ``order[o * c_in + i]``, where ``order`` sorts the
+    atom numbers ``0 .. c_out*c_in - 1`` by their splitmix64 hash (a fixed,
+    documented integer function: no random generator, the same bits on every
+    machine). In odct2's row-major order the vertical frequency of an atom
+    changes only with the output channel when ``c_in`` is ``m``: the 192 → 192
+    3×3 convolution of NiN then has rank 3 (every output is a vertical
+    filtering of one feature map); scrambled, every fixed convolution of
+    NiN has full rank. See docs/method.md.
+
+    Returns:
+        A new (c_out, c_in, k, k) NumPy array of ``dtype``; unit-norm kernels.
+    """
+    weight = dct_conv_weight(c_out, c_in, k, np.float64)
+    count = weight.shape[0] * weight.shape[1]
+    order = np.argsort(_splitmix64(np.arange(count, dtype=np.uint64)), kind="stable")
+    atoms = weight.reshape(count, k, k)[order]
+    return atoms.reshape(weight.shape).astype(_check_dtype(dtype))
+
+
+DICTIONARIES = {"odct2": dct_conv_weight, "odct2-mixed": mixed_dct_conv_weight}
 
 
 def get_dictionary(name):

@@ -25,6 +25,7 @@ import numpy as np
 
 from minids.backend import device_name, get_module
 from minids.data import DATASETS, BatchIterator, prepare
+from minids.dictionary import get_dictionary
 from minids.errors import MinidsError
 from minids.evaluate import check_compatible, predict
 from minids.interrupt import StopRequest
@@ -43,11 +44,12 @@ DEFAULT_MOMENTUM = 0.9
 DEFAULT_WEIGHT_DECAY = 1e-4
 DEFAULT_ZETA = {"ds-nin": 1e-5, "nin": 0.0}
 DEFAULT_BATCH_SIZE = 128
+DEFAULT_DICTIONARY = "odct2"  # DESIGN.md; "odct2-mixed" deals the same atoms in a scrambled order
 
 # Options that define a run: a resumed run takes them from its file.
 RUN_OPTIONS = ("data", "model", "batch_size", "lr", "momentum", "weight_decay", "zeta",
                "lr_schedule", "seed", "preprocess", "train_size", "test_size", "val_size",
-               "widths", "extra")
+               "widths", "extra", "dictionary")
 
 
 @dataclass
@@ -56,7 +58,8 @@ class TrainConfig:
 
     Sizes are image counts (``None``: the whole split); ``lr_schedule`` is
     ``constant``, ``step:EPOCHS:GAMMA`` or ``multistep:E1,E2,...:GAMMA`` (epochs
-    count from 0); ``widths`` the 8 hidden widths (default NiN's).
+    count from 0); ``widths`` the 8 hidden widths (default NiN's);
+    ``dictionary`` the fixed dictionary of DS-NiN (default ``odct2``; NiN has none).
     """
 
     data: str | None = None
@@ -81,6 +84,7 @@ class TrainConfig:
     test_size: int | None = None
     val_size: int | None = None
     widths: tuple | None = None
+    dictionary: str | None = None
 
 
 def parse_schedule(spec):
@@ -146,6 +150,10 @@ def _check_numbers(cfg):
         raise MinidsError(f"unknown data set {cfg.data!r}; choose one of {', '.join(DATASETS)}")
     if cfg.model not in MODELS:
         raise MinidsError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
+    if cfg.model == "nin" and cfg.dictionary is not None:
+        raise MinidsError("--dictionary is for --model ds-nin; nin has no fixed convolutions")
+    if cfg.dictionary is not None:
+        get_dictionary(cfg.dictionary)  # a one-line error for an unknown name
 
 
 def _file_config(attrs):
@@ -158,7 +166,7 @@ def _file_config(attrs):
             "weight_decay": float(attrs["weight_decay"]), "zeta": float(attrs["zeta"]),
             "lr_schedule": schedule, "seed": int(attrs["seed"]), "preprocess": attrs["preprocess"],
             "widths": tuple(int(w) for w in attrs["widths"]), "extra": bool(attrs.get("extra", True)),
-            **sizes}
+            "dictionary": attrs.get("dictionary") or None, **sizes}
 
 
 def resolve(cfg):
@@ -198,6 +206,7 @@ def resolve(cfg):
                       val_size=cfg.val_size or 0,
                       widths=tuple(cfg.widths or NIN_WIDTHS),
                       extra=True if cfg.extra is None else cfg.extra,
+                      dictionary=(cfg.dictionary or DEFAULT_DICTIONARY) if model == "ds-nin" else cfg.dictionary,
                       out=cfg.out or default_out(model, data))
     _check_numbers(cfg)
     parse_schedule(cfg.lr_schedule)
@@ -300,7 +309,7 @@ class _Run:
         if resumed is None:
             self.model = build_model(cfg.model, in_channels=self.data.input_shape[0],
                                      num_classes=self.data.num_classes, seed=cfg.seed,
-                                     widths=cfg.widths)
+                                     widths=cfg.widths, dictionary=cfg.dictionary or DEFAULT_DICTIONARY)
             self.epoch, self.history, self.partial = 0, {}, None
         else:
             check_compatible(resumed.attrs, self.data.input_shape, self.data.num_classes,
@@ -326,7 +335,8 @@ class _Run:
         shape = "x".join(map(str, d.input_shape))
         val = f" / {len(d.val[1])} val" if d.val is not None else ""
         start = f"resuming {cfg.resume} after {self.position()}" if cfg.resume else "new run"
-        return [f"{cfg.model} on {cfg.data}: {len(d.train[1])} train / {len(d.test[1])} test{val} "
+        model = f"{cfg.model} ({cfg.dictionary})" if cfg.dictionary else cfg.model
+        return [f"{model} on {cfg.data}: {len(d.train[1])} train / {len(d.test[1])} test{val} "
                 f"images of {shape}, {self.model.num_classes} classes; {device_name(self.xp)}",
                 f"lr {cfg.lr:g} ({cfg.lr_schedule}), momentum {cfg.momentum:g}, weight decay "
                 f"{cfg.weight_decay:g}, zeta {cfg.zeta:g}, batch {cfg.batch_size}, seed {cfg.seed}, "

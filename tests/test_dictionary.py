@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from minids.dictionary import (DICTIONARIES, atoms_per_axis, dct_conv_weight, get_dictionary,
-                               odct1d, odct2d)
+                               mixed_dct_conv_weight, odct1d, odct2d)
 from minids.errors import MinidsError
 
 
@@ -104,5 +104,49 @@ def test_bad_sizes_are_user_errors(args):
 def test_registry():
     assert DICTIONARIES["odct2"] is dct_conv_weight
     assert get_dictionary("odct2") is dct_conv_weight
-    with pytest.raises(MinidsError, match="unknown dictionary 'dct9'; known: odct2"):
+    assert get_dictionary("odct2-mixed") is mixed_dct_conv_weight
+    with pytest.raises(MinidsError, match="unknown dictionary 'dct9'; known: odct2, odct2-mixed"):
         get_dictionary("dct9")
+
+
+def hand_splitmix64(x):
+    """splitmix64's output for state x, with Python integers (Vigna's reference code)."""
+    mask = (1 << 64) - 1
+    z = (x + 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+def test_hand_splitmix64_is_the_reference():
+    assert hand_splitmix64(0) == 0xE220A8397B1DCDAF  # splitmix64 seeded with 0: first output
+
+
+@pytest.mark.parametrize("c_out,c_in,k", [(6, 4, 3), (12, 3, 5), (5, 7, 2)])
+def test_mixed_deals_odct2_atoms_in_hash_order(c_out, c_in, k):
+    mixed = mixed_dct_conv_weight(c_out, c_in, k, np.float64)
+    plain = dct_conv_weight(c_out, c_in, k, np.float64).reshape(c_out * c_in, k, k)
+    count = c_out * c_in
+    order = sorted(range(count), key=hand_splitmix64)
+    assert mixed.shape == (c_out, c_in, k, k)
+    for o in range(c_out):
+        for i in range(c_in):
+            np.testing.assert_array_equal(mixed[o, i], plain[order[o * c_in + i]])
+    assert sorted(order) == list(range(count))  # the same atoms, each once
+    np.testing.assert_array_equal(mixed_dct_conv_weight(c_out, c_in, k, np.float32),
+                                  mixed.astype(np.float32))
+
+
+def rank(weight):
+    s = np.linalg.svd(weight.reshape(weight.shape[0], -1), compute_uv=False)
+    return int((s > 1e-8 * s[0]).sum())
+
+
+def test_row_major_odct2_makes_nin_conv3_rank_3_and_mixed_fixes_it():
+    # conv3 of NiN, 192 -> 192 at 3x3: m = 192, so weight[o, i] = outer(a[:, o], a[:, i]) and
+    # every output is a vertical filtering of one map; 3-sample atoms span 3 dimensions.
+    assert rank(dct_conv_weight(192, 192, 3, np.float64)) == 3
+    assert rank(mixed_dct_conv_weight(192, 192, 3, np.float64)) == 192
+    # conv2, 96 -> 192 at 5x5: rank 114 of 192 in odct2's order, full when mixed
+    assert rank(dct_conv_weight(192, 96, 5, np.float64)) == 114
+    assert rank(mixed_dct_conv_weight(192, 96, 5, np.float64)) == 192

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
+from minids.dictionary import get_dictionary
 from minids.errors import MinidsError
 from minids.interrupt import StopRequest
 from minids.io import read_weights
@@ -47,7 +48,7 @@ def test_cli_trains_ds_nin_on_real_fashion_mnist(tmp_path):
     result = invoke("--train-size", "320", "--test-size", "100", "--epochs", "2", "--batch-size", "32",
                     "--lr", "0.01", "--lr-schedule", "constant", "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert "ds-nin on fashion-mnist-mini: 320 train / 100 test" in result.output
+    assert "ds-nin (odct2) on fashion-mnist-mini: 320 train / 100 test" in result.output
     assert "epoch 1 10/10 batches" in result.output  # plain progress lines off a terminal
     with h5py.File(out, "r") as f:
         loss = f["history/train_loss"][()]
@@ -207,6 +208,7 @@ def test_resume_refuses_other_runs_and_non_weights(tmp_path):
                           "--model ds-nin", "not nin")
     assert_one_line_error(invoke("--resume", str(out), "--data", "fashion-mnist"), "--data fashion-mnist-mini")
     assert_one_line_error(invoke("--resume", str(out), "--lr", "0.5"), "--lr 0.02")
+    assert_one_line_error(invoke("--resume", str(out), "--dictionary", "odct2-mixed"), "--dictionary odct2")
     assert out.read_bytes() == before
     notes = tmp_path / "notes.txt"
     notes.write_text("not weights")
@@ -226,6 +228,7 @@ def test_resume_refuses_other_runs_and_non_weights(tmp_path):
     (["--lr-schedule", "step:x:0.1"], "bad --lr-schedule"),
     (["--train-size", "20000"], "--train-size 20000 is more than the 10000"),
     (["--widths", "8,8,8"], "--widths needs 8 positive channel counts"),
+    (["--model", "nin", "--dictionary", "odct2"], "--dictionary is for --model ds-nin"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, args, fragment):
     out = tmp_path / "w.h5"
@@ -255,6 +258,17 @@ def test_schedules():
     assert default_schedule(20) == "multistep:10,15:0.1"
     assert default_schedule(3) == "multistep:2:0.1"
     assert default_schedule(1) == "constant"
+
+
+def test_dictionary_option_builds_stores_and_resumes(tmp_path):
+    out = tmp_path / "mixed.h5"
+    train(tiny(out, epochs=1, dictionary="odct2-mixed"))
+    with h5py.File(out, "r") as f:
+        assert f.attrs["dictionary"] == "odct2-mixed"
+        np.testing.assert_array_equal(f["layers/conv2/weight"][()],
+                                      get_dictionary("odct2-mixed")(8, 8, 5) * np.float32(np.sqrt(2 / 8)))
+    result = train(TrainConfig(resume=str(out), epochs=2, device="cpu"))
+    assert result.config.dictionary == "odct2-mixed" and result.model.dictionary == "odct2-mixed"
 
 
 def test_nin_run_records_sparsity_over_learned_weights(tmp_path):
