@@ -164,6 +164,8 @@ def mixed_dct_conv_weight(c_out, c_in, k, dtype=np.float32):
 
 
 DICTIONARIES = {"odct2": dct_conv_weight, "odct2-mixed": mixed_dct_conv_weight}
+#: DESIGN.md's dictionary; "odct2-mixed" deals the same atoms in a scrambled order
+DEFAULT_DICTIONARY = "odct2"
 
 
 def get_dictionary(name):

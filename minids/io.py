@@ -18,6 +18,7 @@ import numpy as np
 
 from minids import __version__
 from minids.backend import get_module, to_host
+from minids.dictionary import DEFAULT_DICTIONARY
 from minids.errors import MinidsError
 from minids.models import build_model
 
@@ -212,7 +213,7 @@ def model_from_weights(contents, dtype=np.float32):
     c, _, _ = attrs["input_shape"]
     model = build_model(attrs["model"], in_channels=int(c), num_classes=int(attrs["num_classes"]),
                         seed=int(attrs.get("seed", 0)), dtype=dtype,
-                        dictionary=attrs.get("dictionary") or "odct2", widths=tuple(attrs["widths"]))
+                        dictionary=attrs.get("dictionary") or DEFAULT_DICTIONARY, widths=tuple(attrs["widths"]))
     for name, conv in model.conv_layers():
         layer = contents.layers.get(name)
         if layer is None:

@@ -22,7 +22,7 @@ that kills that ReLU in the first steps.
 
 import numpy as np
 
-from minids.dictionary import get_dictionary
+from minids.dictionary import DEFAULT_DICTIONARY, get_dictionary
 from minids.errors import MinidsError
 from minids.layers import (AvgPool2d, Conv2d, Dropout, FixedConv2d, GlobalAvgPool, MaxPool2d,
                            ReLU, Sequential)
@@ -71,7 +71,7 @@ class Network(Sequential):
 
 
 def build_model(name, in_channels=3, num_classes=10, seed=0, dtype=np.float32,
-                dictionary="odct2", widths=NIN_WIDTHS, rng=None):
+                dictionary=DEFAULT_DICTIONARY, widths=NIN_WIDTHS, rng=None):
     """Build NiN or DS-NiN.
 
     Args:

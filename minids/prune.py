@@ -26,6 +26,7 @@ and loaded with the weights-file schema v1 unchanged.
 import numpy as np
 
 from minids.backend import get_array_module, to_host
+from minids.dictionary import DEFAULT_DICTIONARY
 from minids.errors import MinidsError
 from minids.layers import Dropout, ReLU
 from minids.models import build_model
@@ -109,7 +110,7 @@ def prune_model(model):
     widths = tuple(arrays[name][0].shape[0] for name, _ in convs[:-1])
     dtype = arrays[convs[0][0]][0].dtype
     pruned = build_model(model.name, in_channels=model.in_channels, num_classes=model.num_classes,
-                         dtype=dtype, dictionary=model.dictionary or "odct2", widths=widths,
+                         dtype=dtype, dictionary=model.dictionary or DEFAULT_DICTIONARY, widths=widths,
                          rng=np.random.default_rng(0))
     for name, conv in pruned.conv_layers():
         weight, bias = arrays[name]

@@ -25,7 +25,7 @@ import numpy as np
 
 from minids.backend import device_name, get_module
 from minids.data import DATASETS, BatchIterator, prepare
-from minids.dictionary import get_dictionary
+from minids.dictionary import DEFAULT_DICTIONARY, get_dictionary
 from minids.errors import MinidsError
 from minids.evaluate import check_compatible, predict
 from minids.interrupt import StopRequest
@@ -44,7 +44,6 @@ DEFAULT_MOMENTUM = 0.9
 DEFAULT_WEIGHT_DECAY = 1e-4
 DEFAULT_ZETA = {"ds-nin": 1e-5, "nin": 0.0}
 DEFAULT_BATCH_SIZE = 128
-DEFAULT_DICTIONARY = "odct2"  # DESIGN.md; "odct2-mixed" deals the same atoms in a scrambled order
 
 # Options that define a run: a resumed run takes them from its file.
 RUN_OPTIONS = ("data", "model", "batch_size", "lr", "momentum", "weight_decay", "zeta",
@@ -309,7 +308,7 @@ class _Run:
         if resumed is None:
             self.model = build_model(cfg.model, in_channels=self.data.input_shape[0],
                                      num_classes=self.data.num_classes, seed=cfg.seed,
-                                     widths=cfg.widths, dictionary=cfg.dictionary or DEFAULT_DICTIONARY)
+                                     widths=cfg.widths, dictionary=cfg.dictionary)
             self.epoch, self.history, self.partial = 0, {}, None
         else:
             check_compatible(resumed.attrs, self.data.input_shape, self.data.num_classes,
