@@ -89,3 +89,25 @@ def test_iterating_keeps_memory_bounded(tmp_path, svhn_test):
         tracemalloc.stop()
     assert len(iterator) == 19
     assert peak < 8 * batch < images.size * 4 / 2
+
+
+def test_two_runs_preparing_the_same_split_at_once(tmp_path, svhn_test, monkeypatch):
+    """Two `minids train` started together: the second run builds the split
+    while the first is still building it, and both get the right arrays."""
+    convert = svhn.convert
+    other_run = []
+
+    def convert_while_another_run_prepares(sources, out):
+        labels = convert(sources, out)
+        if not other_run:
+            other_run.append("started")
+            other_run.append(data.load("svhn", "test", tmp_path))
+        return labels
+
+    monkeypatch.setattr(svhn, "convert", convert_while_another_run_prepares)
+    x, y = data.load("svhn", "test", tmp_path)
+    for images, labels in (other_run[1], (x, y)):
+        np.testing.assert_array_equal(images, svhn_test[0])
+        np.testing.assert_array_equal(labels, svhn_test[1])
+    prepared = sorted(p.name for p in (tmp_path / "prepared").iterdir())
+    assert prepared == ["svhn-test-images.npy", "svhn-test-labels.npy", "svhn-test.json"]

@@ -10,6 +10,7 @@ half-written cache is rebuilt, and a valid one is memory-mapped
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -69,16 +70,30 @@ def cached_split(data_dir, key, sources, build):
         pass  # no cache yet, or a stale or broken one: rebuild it
     ensure_writable(folder)
     meta_path.unlink(missing_ok=True)
-    tmp_images = folder / f"{key}-images.tmp.npy"
+    # Names of this builder's own, so that two runs preparing the same split at
+    # once never write into each other's files; each final file is replaced
+    # atomically and the JSON file comes last.
+    tmp_images, tmp_labels, tmp_meta = (_private_path(folder, name) for name in
+                                        (images_path.name, labels_path.name, meta_path.name))
     try:
         labels = np.asarray(build(tmp_images), dtype=np.int64)
         images = np.load(tmp_images, mmap_mode="r")
         if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
             raise MinidsError(f"internal error: bad prepared arrays for {key}")
         del images
+        np.save(tmp_labels, labels)
+        tmp_meta.write_text(json.dumps(meta))
         os.replace(tmp_images, images_path)
-        np.save(labels_path, labels)
-        meta_path.write_text(json.dumps(meta))
+        os.replace(tmp_labels, labels_path)
+        os.replace(tmp_meta, meta_path)
     finally:
-        tmp_images.unlink(missing_ok=True)
+        for path in (tmp_images, tmp_labels, tmp_meta):
+            path.unlink(missing_ok=True)
     return np.load(images_path, mmap_mode="r"), np.load(labels_path)
+
+
+def _private_path(folder, name):
+    """A new, empty file in ``folder`` whose name starts ``.<name>.`` and ends ``.tmp<suffix>``."""
+    fd, path = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp" + Path(name).suffix)
+    os.close(fd)
+    return Path(path)
