@@ -107,7 +107,8 @@ def _widths(ctx, param, value):
               help="L1 shrink threshold ζ per step [default: 1e-5 for ds-nin, 0 for nin].")
 @click.option("--lr-schedule", default=None, metavar="SPEC",
               help="constant | step:EPOCHS:GAMMA | multistep:E1,E2:GAMMA (epochs from 0) "
-                   "[default: multistep at 1/2 and 3/4 of --epochs, gamma 0.1].")
+                   "[default: with --zeta > 0, × 0.3 at 3/4 of --epochs; without, × 0.1 at "
+                   "1/2 and at 3/4].")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="auto uses the GPU when CuPy sees one.")
 @click.option("--seed", type=int, default=None, help="Seeds init, dropout, data order, subsets [default: 0].")

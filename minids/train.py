@@ -110,8 +110,17 @@ def parse_schedule(spec):
                       "or multistep:E1,E2,...:GAMMA (e.g. multistep:8,12:0.1)")
 
 
-def default_schedule(epochs):
-    """``multistep`` dividing the rate by 10 after half and after three quarters of ``epochs``."""
+def default_schedule(epochs, zeta=0.0):
+    """The default ``--lr-schedule`` for a run of ``epochs`` with shrink ``zeta``.
+
+    Without the shrink: divide ε by 10 after half and after three quarters of
+    the epochs. With it (ζ > 0): one cut, × 0.3 after three quarters. ζ is
+    subtracted in weight units at every step whatever ε is, so a rate divided
+    by 100 lets the shrink wipe out the coefficients (docs/results.md).
+    """
+    if zeta > 0:
+        cut = max(1, round(epochs * 3 / 4))
+        return f"multistep:{cut}:0.3" if cut < epochs else "constant"
     first, second = max(1, round(epochs / 2)), max(1, round(epochs * 3 / 4))
     if first >= epochs:
         return "constant"
@@ -199,7 +208,6 @@ def resolve(cfg):
                       momentum=DEFAULT_MOMENTUM if cfg.momentum is None else cfg.momentum,
                       weight_decay=DEFAULT_WEIGHT_DECAY if cfg.weight_decay is None else cfg.weight_decay,
                       zeta=DEFAULT_ZETA.get(model, 0.0) if cfg.zeta is None else cfg.zeta,
-                      lr_schedule=cfg.lr_schedule or default_schedule(epochs),
                       seed=0 if cfg.seed is None else cfg.seed,
                       preprocess=cfg.preprocess or "standard",
                       val_size=cfg.val_size or 0,
@@ -207,6 +215,8 @@ def resolve(cfg):
                       extra=True if cfg.extra is None else cfg.extra,
                       dictionary=(cfg.dictionary or DEFAULT_DICTIONARY) if model == "ds-nin" else cfg.dictionary,
                       out=cfg.out or default_out(model, data))
+    if cfg.lr_schedule is None:
+        cfg = replace(cfg, lr_schedule=default_schedule(cfg.epochs, cfg.zeta))
     _check_numbers(cfg)
     parse_schedule(cfg.lr_schedule)
     if resumed is not None and cfg.epochs < int(resumed.attrs["epoch"]):

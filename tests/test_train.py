@@ -15,7 +15,8 @@ from minids.errors import MinidsError
 from minids.interrupt import StopRequest
 from minids.io import read_weights
 from minids.layers import SoftmaxNLL
-from minids.train import Interrupted, SilentReporter, TrainConfig, default_schedule, parse_schedule, train
+from minids.train import (Interrupted, SilentReporter, TrainConfig, default_schedule, parse_schedule, resolve,
+                          train)
 
 TINY = (8, 8, 8, 8, 8, 8, 8, 8)
 TINY_ARG = ",".join(map(str, TINY))
@@ -258,6 +259,20 @@ def test_schedules():
     assert default_schedule(20) == "multistep:10,15:0.1"
     assert default_schedule(3) == "multistep:2:0.1"
     assert default_schedule(1) == "constant"
+    assert default_schedule(12, zeta=1e-5) == "multistep:9:0.3"
+    assert default_schedule(3, zeta=1e-5) == "multistep:2:0.3"
+    assert default_schedule(1, zeta=1e-5) == "constant"
+
+
+def test_default_schedule_follows_the_shrink():
+    ds_nin, _ = resolve(TrainConfig(data="fashion-mnist", model="ds-nin"))
+    assert (ds_nin.zeta, ds_nin.epochs, ds_nin.lr_schedule) == (1e-5, 15, "multistep:11:0.3")
+    nin, _ = resolve(TrainConfig(data="fashion-mnist", model="nin"))
+    assert (nin.zeta, nin.lr_schedule) == (0, "multistep:8,11:0.1")
+    nin_shrink, _ = resolve(TrainConfig(data="fashion-mnist", model="nin", zeta=1e-5))
+    assert nin_shrink.lr_schedule == "multistep:11:0.3"
+    given, _ = resolve(TrainConfig(data="fashion-mnist", model="ds-nin", lr_schedule="constant"))
+    assert given.lr_schedule == "constant"
 
 
 def test_dictionary_option_builds_stores_and_resumes(tmp_path):
