@@ -2,6 +2,10 @@
 blocks, in-place ReLUs in a Sequential, the skipped input gradient, im2col
 without a padded copy."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -216,3 +220,27 @@ def test_threaded_layers_match_direct_references(rng, split_everything):
     out = net.forward(x)
     h = np.maximum(np.einsum("nchw,oc->nohw", x, net.layers[0].weight[:, :, 0, 0]), 0)
     np.testing.assert_allclose(out, h[:, :, :6].reshape(3, 4, 3, 2, 3, 2).max(axis=(3, 5)), atol=1e-12)
+
+
+def _openblas_threads(minids_threads):
+    """OpenBLAS's thread count in a fresh process after importing minids's parallel module."""
+    code = ("import minids.layers.parallel as p\n"
+            "blas = p._find_openblas()\n"
+            "print(-1 if blas is None else blas[1]())\n")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("NUM_THREADS") and k != "MINIDS_THREADS"}
+    if minids_threads is not None:
+        env["MINIDS_THREADS"] = str(minids_threads)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            check=True)
+    return int(result.stdout.strip())
+
+
+def test_minids_threads_caps_openblas_threads():
+    """MINIDS_THREADS=1 must also keep OpenBLAS on one thread (two runs side by side)."""
+    default = _openblas_threads(None)
+    if default == -1:
+        pytest.skip("NumPy is not linked to OpenBLAS here")
+    if default == 1:
+        pytest.skip("OpenBLAS already runs one thread on this machine: nothing to cap")
+    assert _openblas_threads(1) == 1
+    assert _openblas_threads(None) == default  # without the variable OpenBLAS keeps its threads

@@ -16,6 +16,9 @@ afterwards (through its ``openblas_set_num_threads``); where that symbol is
 not found (another BLAS) the GEMMs are left to the BLAS. CuPy arrays, small
 problems and ``MINIDS_THREADS=1`` take the plain single call. The thread
 count is ``MINIDS_THREADS`` or the number of cores this process may use.
+``MINIDS_THREADS`` caps OpenBLAS's own threads too, so ``MINIDS_THREADS=1``
+keeps a run on one core (two such runs side by side no longer run four busy
+threads on two cores, which made each about 3× slower).
 """
 
 import ctypes
@@ -33,17 +36,21 @@ MIN_GEMM_SPLIT = 2048
 MIN_BLOCK_ELEMENTS = 1 << 16
 
 
-def _threads():
+def _requested_threads():
+    """``MINIDS_THREADS`` as a positive int, or None when unset or invalid."""
     value = os.environ.get("MINIDS_THREADS", "")
-    if value.isdigit() and int(value) > 0:
-        return int(value)
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def _cores():
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
 
 
-THREADS = _threads()
+REQUESTED_THREADS = _requested_threads()
+THREADS = REQUESTED_THREADS or _cores()
 _pool = _pool_pid = None
 _lock = threading.Lock()
 
@@ -82,7 +89,11 @@ def _find_openblas():
     return None
 
 
-_BLAS = _find_openblas() if THREADS > 1 else None
+_BLAS = _find_openblas() if THREADS > 1 or REQUESTED_THREADS else None
+if _BLAS is not None and REQUESTED_THREADS:
+    _BLAS[0](THREADS)  # MINIDS_THREADS caps OpenBLAS's own threads too
+if THREADS == 1:
+    _BLAS = None  # one thread: every GEMM is the plain single call
 
 
 def _run(tasks):
