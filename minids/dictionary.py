@@ -35,15 +35,21 @@ def _check_dtype(dtype):
 
 
 @functools.lru_cache(maxsize=None)
-def _odct1d64(n, m):
-    """Read-only float64 (n, m) overcomplete 1-D DCT; columns are atoms."""
+def _odct1d64(n, m, remove_mean=True):
+    """Read-only float64 (n, m) overcomplete 1-D DCT; columns are atoms.
+
+    ``remove_mean=False`` keeps every cosine's mean (its DC component).
+    """
     t = np.arange(n, dtype=np.float64)[:, None]
     j = np.arange(m, dtype=np.float64)[None, :]
-    # cos(x) - 1 = -2 sin^2(x/2): the same atom after removing the mean, but
-    # without the cancellation that cos(x) ~ 1 causes for low frequencies.
-    atoms = -2.0 * np.sin(np.pi * j * t / (2 * m)) ** 2
-    atoms -= atoms.mean(axis=0, keepdims=True)
-    atoms[:, 0] = 1.0
+    if remove_mean:
+        # cos(x) - 1 = -2 sin^2(x/2): the same atom after removing the mean, but
+        # without the cancellation that cos(x) ~ 1 causes for low frequencies.
+        atoms = -2.0 * np.sin(np.pi * j * t / (2 * m)) ** 2
+        atoms -= atoms.mean(axis=0, keepdims=True)
+        atoms[:, 0] = 1.0
+    else:
+        atoms = np.cos(np.pi * j * t / m)
     atoms /= np.linalg.norm(atoms, axis=0, keepdims=True)
     atoms.setflags(write=False)
     return atoms
@@ -70,9 +76,9 @@ def odct1d(n, m, dtype=np.float64):
 
 
 @functools.lru_cache(maxsize=None)
-def _odct2d64(k, m):
+def _odct2d64(k, m, remove_mean=True):
     """Read-only float64 (m*m, k, k) separable 2-D DCT atoms, row-major."""
-    a = _odct1d64(k, m)
+    a = _odct1d64(k, m, remove_mean)
     # atoms[i_v, i_h, t_v, t_h] = a[t_v, i_v] * a[t_h, i_h]
     atoms = np.einsum("vi,hj->ijvh", a, a).reshape(m * m, k, k)
     atoms.setflags(write=False)
@@ -140,6 +146,11 @@ def _splitmix64(x):
     return z ^ (z >> np.uint64(31))
 
 
+def _hash_order(count):
+    """The numbers 0 .. count-1 sorted by their splitmix64 hash (a fixed permutation)."""
+    return np.argsort(_splitmix64(np.arange(count, dtype=np.uint64)), kind="stable")
+
+
 def mixed_dct_conv_weight(c_out, c_in, k, dtype=np.float32):
     """Fixed OIHW weight of the ``odct2-mixed`` dictionary: odct2's atoms, dealt in a scrambled order.
 
@@ -158,13 +169,49 @@ def mixed_dct_conv_weight(c_out, c_in, k, dtype=np.float32):
     """
     weight = dct_conv_weight(c_out, c_in, k, np.float64)
     count = weight.shape[0] * weight.shape[1]
-    order = np.argsort(_splitmix64(np.arange(count, dtype=np.uint64)), kind="stable")
-    atoms = weight.reshape(count, k, k)[order]
+    atoms = weight.reshape(count, k, k)[_hash_order(count)]
     return atoms.reshape(weight.shape).astype(_check_dtype(dtype))
 
 
-DICTIONARIES = {"odct2": dct_conv_weight, "odct2-mixed": mixed_dct_conv_weight}
-#: DESIGN.md's dictionary; "odct2-mixed" deals the same atoms in a scrambled order
+#: offset of the hash input for odct2-dc's signs, so they do not follow the order's hashes
+_SIGN_HASH_OFFSET = np.uint64(1 << 40)
+
+
+def dc_dct_conv_weight(c_out, c_in, k, dtype=np.float32):
+    """Fixed OIHW weight of the ``odct2-dc`` dictionary: overcomplete DCT atoms that keep their mean.
+
+    The 1-D atoms are ``cos(pi * j * t / m)`` scaled to unit norm, *without*
+    removing their mean (odct2 removes it from every atom but the constant),
+    and the 2-D atoms are their Kronecker products, taken as in odct2 (the
+    first ``c_out * c_in`` of the ``m * m`` row-major atoms). They are dealt
+    in odct2-mixed's scrambled order, and atom ``p`` (pair ``o * c_in + i``)
+    is negated when bit 0 of ``splitmix64(p + 2**40)`` is set.
+
+    Why: after a ReLU and a pooling, the inputs of conv2 and conv3 are
+    positive and smooth. Zero-mean atoms filter their smooth part out, so
+    odct2's conv2/conv3 pass almost nothing but the white noise of the
+    dropout before them; DS-NiN then learns from that noise and predicts
+    badly at test time, with dropout off. Atoms that keep their mean pass
+    the smooth signal; the random signs keep the positive means from adding
+    up over the input channels (outputs keep He's scale). See docs/method.md.
+
+    Returns:
+        A new (c_out, c_in, k, k) NumPy array of ``dtype``; unit-norm kernels.
+    """
+    c_out = _check_positive_int("c_out", c_out)
+    c_in = _check_positive_int("c_in", c_in)
+    k = _check_positive_int("k (kernel size)", k, minimum=2)
+    count = c_out * c_in
+    atoms = _odct2d64(k, atoms_per_axis(c_out, c_in), False)[:count][_hash_order(count)]
+    flip = _splitmix64(np.arange(count, dtype=np.uint64) + _SIGN_HASH_OFFSET) & np.uint64(1)
+    atoms = atoms * np.where(flip == 1, -1.0, 1.0)[:, None, None]
+    return atoms.reshape(c_out, c_in, k, k).astype(_check_dtype(dtype))
+
+
+DICTIONARIES = {"odct2": dct_conv_weight, "odct2-mixed": mixed_dct_conv_weight,
+                "odct2-dc": dc_dct_conv_weight}
+#: DESIGN.md's dictionary; "odct2-mixed" deals the same atoms in a scrambled order, "odct2-dc"
+#: keeps the atoms' means and signs them (docs/method.md)
 DEFAULT_DICTIONARY = "odct2"
 
 

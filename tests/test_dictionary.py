@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from minids.dictionary import (DICTIONARIES, atoms_per_axis, dct_conv_weight, get_dictionary,
-                               mixed_dct_conv_weight, odct1d, odct2d)
+from minids.dictionary import (DICTIONARIES, atoms_per_axis, dc_dct_conv_weight, dct_conv_weight,
+                               get_dictionary, mixed_dct_conv_weight, odct1d, odct2d)
 from minids.errors import MinidsError
 
 
@@ -105,7 +105,8 @@ def test_registry():
     assert DICTIONARIES["odct2"] is dct_conv_weight
     assert get_dictionary("odct2") is dct_conv_weight
     assert get_dictionary("odct2-mixed") is mixed_dct_conv_weight
-    with pytest.raises(MinidsError, match="unknown dictionary 'dct9'; known: odct2, odct2-mixed"):
+    assert get_dictionary("odct2-dc") is dc_dct_conv_weight
+    with pytest.raises(MinidsError, match="unknown dictionary 'dct9'; known: odct2, odct2-dc, odct2-mixed"):
         get_dictionary("dct9")
 
 
@@ -150,3 +151,42 @@ def test_row_major_odct2_makes_nin_conv3_rank_3_and_mixed_fixes_it():
     # conv2, 96 -> 192 at 5x5: rank 114 of 192 in odct2's order, full when mixed
     assert rank(dct_conv_weight(192, 96, 5, np.float64)) == 114
     assert rank(mixed_dct_conv_weight(192, 96, 5, np.float64)) == 192
+
+
+def hand_cosine_1d(n, m, j):
+    """Cosine j of n samples and m atoms, unit norm, its mean kept (odct2-dc's 1-D atom)."""
+    v = [math.cos(math.pi * j * t / m) for t in range(n)]
+    norm = math.sqrt(sum(x * x for x in v))
+    return [x / norm for x in v]
+
+
+@pytest.mark.parametrize("c_out,c_in,k", [(6, 4, 3), (12, 3, 5), (5, 7, 2)])
+def test_dc_deals_signed_mean_keeping_cosines_in_hash_order(c_out, c_in, k):
+    weight = dc_dct_conv_weight(c_out, c_in, k, np.float64)
+    count, m = c_out * c_in, math.ceil(math.sqrt(c_out * c_in))
+    order = sorted(range(count), key=hand_splitmix64)
+    assert weight.shape == (c_out, c_in, k, k)
+    for o in range(c_out):
+        for i in range(c_in):
+            pair = o * c_in + i
+            vertical, horizontal = divmod(order[pair], m)  # row-major atom number
+            sign = -1.0 if hand_splitmix64(pair + 2 ** 40) & 1 else 1.0
+            expected = sign * np.outer(hand_cosine_1d(k, m, vertical), hand_cosine_1d(k, m, horizontal))
+            np.testing.assert_allclose(weight[o, i], expected, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(dc_dct_conv_weight(c_out, c_in, k, np.float32),
+                                  weight.astype(np.float32))
+
+
+def test_dc_has_full_rank_and_passes_smooth_inputs_that_odct2_blocks():
+    assert rank(dc_dct_conv_weight(192, 192, 3, np.float64)) == 192
+    assert rank(dc_dct_conv_weight(192, 96, 5, np.float64)) == 192
+    # A constant input map (the smooth part of a pooled ReLU output): every odct2 kernel but
+    # the constant atom sums to zero, so only one of conv3's 192*192 pairs responds to it.
+    sums_odct2 = dct_conv_weight(192, 192, 3, np.float64).sum(axis=(2, 3))
+    assert np.count_nonzero(np.abs(sums_odct2) > 1e-9) == 1
+    sums_dc = dc_dct_conv_weight(192, 192, 3, np.float64).sum(axis=(2, 3))
+    assert np.mean(np.abs(sums_dc) > 0.1) > 0.5
+    # the signs keep the positive means from adding up: the responses of the 192 outputs to a
+    # constant all-ones input are centred (mean of the row sums small against their spread)
+    responses = sums_dc.sum(axis=1)
+    assert abs(responses.mean()) < 0.5 * responses.std()
