@@ -130,7 +130,8 @@ def _widths(ctx, param, value):
 @click.option("--widths", callback=_widths, default=None, metavar="W1,...,W8",
               help="Hidden widths (small values make tiny networks for tests) [default: NiN's].")
 @click.option("--dictionary", type=click.Choice(sorted(DICTIONARIES)), default=None,
-              help="Fixed dictionary of DS-NiN's k×k convolutions [default: odct2; see docs/method.md].")
+              help="Fixed dictionary of DS-NiN's k×k convolutions [default: odct2, DESIGN.md's; "
+                   "odct2-dc learns far better, see docs/results.md].")
 @click.option("--quiet", is_flag=True, help="No progress bar (the run description and epoch rows still print).")
 def train_command(data, model, epochs, batch_size, lr, momentum, weight_decay, zeta, lr_schedule, device,
                   seed, data_dir, download, no_extra, preprocess, out, resume, force, train_size,
