@@ -189,9 +189,10 @@ def dc_dct_conv_weight(c_out, c_in, k, dtype=np.float32):
 
     Why: after a ReLU and a pooling, the inputs of conv2 and conv3 are
     positive and smooth. Zero-mean atoms filter their smooth part out, so
-    odct2's conv2/conv3 pass almost nothing but the white noise of the
-    dropout before them; DS-NiN then learns from that noise and predicts
-    badly at test time, with dropout off. Atoms that keep their mean pass
+    with odct2-mixed conv2/conv3 pass mostly the white noise of the dropout
+    before them; DS-NiN then learns from that noise and predicts badly at
+    test time, with dropout off (odct2 itself is held back by its rank
+    first). Atoms that keep their mean pass
     the smooth signal; the random signs keep the positive means from adding
     up over the input channels (outputs keep He's scale). See docs/method.md.
 
