@@ -110,6 +110,18 @@ def atoms_per_axis(c_out, c_in):
     return m if m * m == count else m + 1
 
 
+def _check_conv_shape(c_out, c_in, k):
+    """(c_out, c_in, k) of a fixed conv as ints, or a MinidsError."""
+    return (_check_positive_int("c_out", c_out), _check_positive_int("c_in", c_in),
+            _check_positive_int("k (kernel size)", k, minimum=2))
+
+
+def _pair_atoms(c_out, c_in, k, remove_mean):
+    """Read-only float64 (c_out*c_in, k, k): the first c_out*c_in row-major 2-D atoms
+    of ``m = atoms_per_axis(c_out, c_in)`` per axis, one per (output, input) pair."""
+    return _odct2d64(k, atoms_per_axis(c_out, c_in), remove_mean)[: c_out * c_in]
+
+
 def dct_conv_weight(c_out, c_in, k, dtype=np.float32):
     """Fixed OIHW weight of a DCT convolution (the ``odct2`` dictionary).
 
@@ -131,11 +143,9 @@ def dct_conv_weight(c_out, c_in, k, dtype=np.float32):
         A new (c_out, c_in, k, k) NumPy array of ``dtype``; every kernel has
         unit Frobenius norm. Callers may modify it: the cache is not shared.
     """
-    c_out = _check_positive_int("c_out", c_out)
-    c_in = _check_positive_int("c_in", c_in)
-    k = _check_positive_int("k (kernel size)", k, minimum=2)
-    atoms = _odct2d64(k, atoms_per_axis(c_out, c_in))
-    return atoms[: c_out * c_in].reshape(c_out, c_in, k, k).astype(_check_dtype(dtype))
+    c_out, c_in, k = _check_conv_shape(c_out, c_in, k)
+    atoms = _pair_atoms(c_out, c_in, k, remove_mean=True)
+    return atoms.reshape(c_out, c_in, k, k).astype(_check_dtype(dtype))
 
 
 def _splitmix64(x):
@@ -192,18 +202,16 @@ def dc_dct_conv_weight(c_out, c_in, k, dtype=np.float32):
     with odct2-mixed conv2/conv3 pass mostly the white noise of the dropout
     before them; DS-NiN then learns from that noise and predicts badly at
     test time, with dropout off (odct2 itself is held back by its rank
-    first). Atoms that keep their mean pass
-    the smooth signal; the random signs keep the positive means from adding
-    up over the input channels (outputs keep He's scale). See docs/method.md.
+    first). Atoms that keep their mean pass the smooth signal; the random
+    signs keep the positive means from adding up over the input channels
+    (outputs keep He's scale). See docs/method.md.
 
     Returns:
         A new (c_out, c_in, k, k) NumPy array of ``dtype``; unit-norm kernels.
     """
-    c_out = _check_positive_int("c_out", c_out)
-    c_in = _check_positive_int("c_in", c_in)
-    k = _check_positive_int("k (kernel size)", k, minimum=2)
+    c_out, c_in, k = _check_conv_shape(c_out, c_in, k)
     count = c_out * c_in
-    atoms = _odct2d64(k, atoms_per_axis(c_out, c_in), False)[:count][_hash_order(count)]
+    atoms = _pair_atoms(c_out, c_in, k, remove_mean=False)[_hash_order(count)]
     flip = _splitmix64(np.arange(count, dtype=np.uint64) + _SIGN_HASH_OFFSET) & np.uint64(1)
     atoms = atoms * np.where(flip == 1, -1.0, 1.0)[:, None, None]
     return atoms.reshape(c_out, c_in, k, k).astype(_check_dtype(dtype))

@@ -89,11 +89,11 @@ def _find_openblas():
     return None
 
 
-_BLAS = _find_openblas() if THREADS > 1 or REQUESTED_THREADS else None
-if _BLAS is not None and REQUESTED_THREADS:
-    _BLAS[0](THREADS)  # MINIDS_THREADS caps OpenBLAS's own threads too
-if THREADS == 1:
-    _BLAS = None  # one thread: every GEMM is the plain single call
+_OPENBLAS = _find_openblas() if THREADS > 1 or REQUESTED_THREADS else None
+if _OPENBLAS is not None and REQUESTED_THREADS:
+    _OPENBLAS[0](THREADS)  # MINIDS_THREADS caps OpenBLAS's own threads too
+#: OpenBLAS's thread controls while minids splits GEMMs itself; None: plain single calls
+_BLAS = _OPENBLAS if THREADS > 1 else None
 
 
 def _run(tasks):
