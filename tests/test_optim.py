@@ -127,6 +127,28 @@ def test_zeta_zero_is_dampened_momentum_sgd(dtype):
     assert np.abs(np.diff(reference, axis=0)).mean() > 100 * 128 * ulp
 
 
+@pytest.mark.parametrize("eta, c, expected", [
+    (0.9, 1.0, 0.9),     # c - zeta/((1-eta)*lr*a) = 1 - 1e-3/(0.1*0.1*1)
+    (0.0, 1.0, 0.99),    # without momentum the penalty is zeta/lr: 1 - 1e-3/0.1
+    (0.5, -1.0, -0.98),  # -1 + 1e-3/(0.5*0.1*1)
+    (0.9, 0.05, 0.0),    # |c| below the threshold 0.1: the lasso solution is exactly 0
+])
+def test_shrink_acts_as_l1_penalty_zeta_over_one_minus_eta_lr(eta, c, expected):
+    """On E(w) = a/2 (w - c)^2 the rule settles where E'(w) + lam*sign(w) = 0.
+
+    At a fixed point the realised step is zero, so w = shrink(w - (1-eta)*lr*a*(w - c)),
+    i.e. (1-eta)*lr*a*|c - w| = zeta: the shrink is an L1 penalty
+    lam = zeta/((1-eta)*lr), ten times zeta/lr at eta = 0.9 (docs/method.md).
+    The minimiser of a/2 (w - c)^2 + lam*|w| is sign(c)*max(|c| - lam/a, 0).
+    """
+    a, lr, zeta = 1.0, 0.1, 1e-3
+    w = np.array([0.5])
+    opt = MomentumShrink(lr=lr, momentum=eta, zeta=zeta)
+    for _ in range(3000):
+        opt.step({"w": w}, {"w": a * (w - c)})
+    assert w[0] == pytest.approx(expected, abs=1e-9)
+
+
 def test_updates_in_place_and_keeps_dtype():
     w = np.ones((3, 2), dtype=np.float32)
     view = w[0]
