@@ -10,7 +10,7 @@ from minids.data import DATASETS
 from minids.data.preprocess import PREPROCESSING
 from minids.dictionary import DICTIONARIES
 from minids.models import MODELS
-from minids.train import DEFAULT_EPOCHS, Interrupted, TrainConfig, train
+from minids.train import DEFAULT_EPOCHS, SHRINK_SCOPES, ZETA_SCHEDULES, Interrupted, TrainConfig, train
 
 _SHORT = {"train_loss": "loss", "train_error": "train_err", "test_error": "test_err",
           "val_error": "val_err", "images_per_second": "img/s", "seconds": "sec"}
@@ -105,10 +105,17 @@ def _widths(ctx, param, value):
 @click.option("--weight-decay", type=float, default=None, help="L2 coefficient μ [default: 1e-4].")
 @click.option("--zeta", type=float, default=None,
               help="L1 shrink threshold ζ per step [default: 1e-5 for ds-nin, 0 for nin].")
+@click.option("--zeta-schedule", type=click.Choice(ZETA_SCHEDULES), default=None,
+              help="constant: the threshold is ζ at every step (the paper's rule); follow-lr: ζ times "
+                   "the --lr-schedule multiplier, so the L1 penalty stays the same when ε drops "
+                   "[default: constant].")
+@click.option("--shrink", type=click.Choice(SHRINK_SCOPES), default=None,
+              help="Tensors the shrink applies to: all (DESIGN.md), weights (not biases), or "
+                   "coefficients (only the coefficient layers' weights) [default: all].")
 @click.option("--lr-schedule", default=None, metavar="SPEC",
               help="constant | step:EPOCHS:GAMMA | multistep:E1,E2:GAMMA (epochs from 0) "
-                   "[default: with --zeta > 0, × 0.3 at 3/4 of --epochs; without, × 0.1 at "
-                   "1/2 and at 3/4].")
+                   "[default: with --zeta > 0 and a constant threshold, × 0.3 at 3/4 of --epochs; "
+                   "otherwise × 0.1 at 1/2 and at 3/4].")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="auto uses the GPU when CuPy sees one.")
 @click.option("--seed", type=int, default=None, help="Seeds init, dropout, data order, subsets [default: 0].")
@@ -133,12 +140,14 @@ def _widths(ctx, param, value):
               help="Fixed dictionary of DS-NiN's k×k convolutions [default: odct2, DESIGN.md's; "
                    "odct2-dc learns far better, see docs/results.md].")
 @click.option("--quiet", is_flag=True, help="No progress bar (the run description and epoch rows still print).")
-def train_command(data, model, epochs, batch_size, lr, momentum, weight_decay, zeta, lr_schedule, device,
+def train_command(data, model, epochs, batch_size, lr, momentum, weight_decay, zeta, zeta_schedule, shrink,
+                  lr_schedule, device,
                   seed, data_dir, download, no_extra, preprocess, out, resume, force, train_size,
                   test_size, val_size, widths, dictionary, quiet):
     """Train NiN or DS-NiN; one row per epoch, weights (HDF5) written after every epoch."""
     config = TrainConfig(data=data, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
                          momentum=momentum, weight_decay=weight_decay, zeta=zeta,
+                         zeta_schedule=zeta_schedule, shrink=shrink,
                          lr_schedule=lr_schedule, device=device, seed=seed, data_dir=data_dir,
                          download=download, extra=None if not no_extra else False,
                          preprocess=preprocess, out=out, resume=resume, force=force,

@@ -115,6 +115,7 @@ def _write(f, contents):
         for key in ("steps", "epoch", "lr", "base_lr", "momentum", "weight_decay", "zeta"):
             opt.attrs[key] = contents.optimizer[key]
         opt.attrs["exclude"] = _attr(list(contents.optimizer["exclude"]))
+        opt.attrs["zeta_follows_lr"] = bool(contents.optimizer.get("zeta_follows_lr", False))
         prev = opt.create_group("prev")
         for key, value in contents.optimizer["prev"].items():
             prev.create_dataset(key, data=np.asarray(value))

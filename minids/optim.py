@@ -80,21 +80,29 @@ class MomentumShrink:
         lr: base learning rate ``eps`` (>= 0).
         momentum: ``eta`` in [0, 1); also the dampening.
         weight_decay: L2 coefficient ``mu`` (>= 0), applied as ``g + mu*w``.
-        zeta: L1 shrink threshold (>= 0), in weight units; not scaled by lr.
+        zeta: L1 shrink threshold (>= 0), in weight units; not scaled by lr
+            (unless ``zeta_follows_lr``).
         schedule: callable ``epoch -> multiplier``; the learning rate at epoch
             ``e`` is ``lr * schedule(e)``. ``None`` means :func:`constant`.
         exclude: parameter names that get the same update without the shrink
             (``zeta = 0`` for them; momentum and weight decay still apply).
+        zeta_follows_lr: when true, the threshold at epoch ``e`` is
+            ``zeta * lr_e / lr`` (the schedule's multiplier), so the L1
+            penalty ``zeta / ((1 - eta) * lr_e)`` the rule implies stays the
+            same when the schedule lowers the rate. False (the paper's rule):
+            the threshold is ``zeta`` at every step.
 
     State: one previous-weight array per tensor (same shape, dtype and
     device as the parameter), the step count and the epoch.
     """
 
-    def __init__(self, lr, momentum=0.9, weight_decay=0.0, zeta=0.0, schedule=None, exclude=()):
+    def __init__(self, lr, momentum=0.9, weight_decay=0.0, zeta=0.0, schedule=None, exclude=(),
+                 zeta_follows_lr=False):
         self.base_lr, self.momentum, self.weight_decay, self.zeta = _check_hyper(
             lr, momentum, weight_decay, zeta)
         self.schedule = constant() if schedule is None else schedule
         self.exclude = frozenset(exclude)
+        self.zeta_follows_lr = bool(zeta_follows_lr)
         self.steps = 0
         self._prev = {}
         self.set_epoch(0)
@@ -107,6 +115,13 @@ class MomentumShrink:
         self.epoch = int(epoch)
         self.lr = lr
 
+    @property
+    def threshold(self):
+        """The shrink threshold of the current epoch, in weight units (``zeta`` or its scaled value)."""
+        if self.zeta_follows_lr and self.base_lr > 0:
+            return self.zeta * (self.lr / self.base_lr)
+        return self.zeta
+
     def step(self, params, grads):
         """Update every array in ``params`` in place.
 
@@ -116,8 +131,9 @@ class MomentumShrink:
                 without the L2 term; not modified.
         """
         _check_grads(params, grads)  # before touching anything: no half-applied step
+        threshold = self.threshold
         for name, w in params.items():
-            zeta = 0.0 if name in self.exclude else self.zeta
+            zeta = 0.0 if name in self.exclude else threshold
             self._prev[name] = self._update(w, grads[name], self._previous(name, w), zeta)
         self.steps += 1
 
@@ -157,8 +173,8 @@ class MomentumShrink:
         """Everything needed to resume: plain Python scalars and NumPy arrays (copies).
 
         Keys: ``lr`` (current), ``base_lr``, ``momentum``, ``weight_decay``,
-        ``zeta``, ``exclude`` (sorted list of names), ``steps``, ``epoch``,
-        and ``prev``: dict name -> previous weight (NumPy, parameter dtype).
+        ``zeta``, ``exclude`` (sorted list of names), ``zeta_follows_lr``,
+        ``steps``, ``epoch``, and ``prev``: dict name -> previous weight (NumPy, parameter dtype).
         """
         return {
             "lr": self.lr,
@@ -167,6 +183,7 @@ class MomentumShrink:
             "weight_decay": self.weight_decay,
             "zeta": self.zeta,
             "exclude": sorted(self.exclude),
+            "zeta_follows_lr": self.zeta_follows_lr,
             "steps": self.steps,
             "epoch": self.epoch,
             "prev": {name: np.array(to_host(a)) for name, a in self._prev.items()},
@@ -177,7 +194,8 @@ class MomentumShrink:
 
         Previous weights are copied and moved to each parameter's array module
         (NumPy or CuPy) at the next :meth:`step`. The schedule callable is not
-        part of the state: construct the optimizer with the same one.
+        part of the state: construct the optimizer with the same one. A state
+        without ``zeta_follows_lr`` (files of minids before it) means False.
         """
         try:
             hyper = _check_hyper(state["base_lr"], state["momentum"],
@@ -188,4 +206,5 @@ class MomentumShrink:
             raise MinidsError(f"optimizer state is missing {err.args[0]!r}") from None
         self.base_lr, self.momentum, self.weight_decay, self.zeta = hyper
         self.lr, self.steps, self.epoch, self.exclude = lr, steps, epoch, exclude
+        self.zeta_follows_lr = bool(state.get("zeta_follows_lr", False))
         self._prev = {name: np.array(to_host(a)) for name, a in prev.items()}

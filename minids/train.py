@@ -48,7 +48,12 @@ DEFAULT_BATCH_SIZE = 128
 # Options that define a run: a resumed run takes them from its file.
 RUN_OPTIONS = ("data", "model", "batch_size", "lr", "momentum", "weight_decay", "zeta",
                "lr_schedule", "seed", "preprocess", "train_size", "test_size", "val_size",
-               "widths", "extra", "dictionary")
+               "widths", "extra", "dictionary", "shrink", "zeta_schedule")
+
+# --shrink: which trainable tensors the L1 shrink applies to (docs/training.md)
+SHRINK_SCOPES = ("all", "weights", "coefficients")
+# --zeta-schedule: the threshold stays zeta, or follows the learning-rate schedule
+ZETA_SCHEDULES = ("constant", "follow-lr")
 
 
 @dataclass
@@ -58,7 +63,9 @@ class TrainConfig:
     Sizes are image counts (``None``: the whole split); ``lr_schedule`` is
     ``constant``, ``step:EPOCHS:GAMMA`` or ``multistep:E1,E2,...:GAMMA`` (epochs
     count from 0); ``widths`` the 8 hidden widths (default NiN's);
-    ``dictionary`` the fixed dictionary of DS-NiN (default ``odct2``; NiN has none).
+    ``dictionary`` the fixed dictionary of DS-NiN (default ``odct2``; NiN has none);
+    ``shrink`` one of :data:`SHRINK_SCOPES` (default ``all``, DESIGN.md's rule);
+    ``zeta_schedule`` one of :data:`ZETA_SCHEDULES` (default ``constant``, the paper's).
     """
 
     data: str | None = None
@@ -84,6 +91,8 @@ class TrainConfig:
     val_size: int | None = None
     widths: tuple | None = None
     dictionary: str | None = None
+    shrink: str | None = None
+    zeta_schedule: str | None = None
 
 
 def parse_schedule(spec):
@@ -110,15 +119,17 @@ def parse_schedule(spec):
                       "or multistep:E1,E2,...:GAMMA (e.g. multistep:8,12:0.1)")
 
 
-def default_schedule(epochs, zeta=0.0):
+def default_schedule(epochs, zeta=0.0, zeta_schedule="constant"):
     """The default ``--lr-schedule`` for a run of ``epochs`` with shrink ``zeta``.
 
-    Without the shrink: divide ε by 10 after half and after three quarters of
-    the epochs. With it (ζ > 0): one cut, × 0.3 after three quarters. ζ is
-    subtracted in weight units at every step whatever ε is, so a rate divided
-    by 100 lets the shrink wipe out the coefficients (docs/results.md).
+    Without the shrink, or with a threshold that follows the rate
+    (``zeta_schedule`` ``follow-lr``): divide ε by 10 after half and after
+    three quarters of the epochs. With a constant threshold (ζ > 0): one cut,
+    × 0.3 after three quarters. ζ is then subtracted in weight units at every
+    step whatever ε is, so a rate divided by 100 lets the shrink wipe out the
+    coefficients (docs/results.md).
     """
-    if zeta > 0:
+    if zeta > 0 and zeta_schedule == "constant":
         cut = max(1, round(epochs * 3 / 4))
         return f"multistep:{cut}:0.3" if cut < epochs else "constant"
     first, second = max(1, round(epochs / 2)), max(1, round(epochs * 3 / 4))
@@ -162,6 +173,11 @@ def _check_numbers(cfg):
         raise MinidsError("--dictionary is for --model ds-nin; nin has no fixed convolutions")
     if cfg.dictionary is not None:
         get_dictionary(cfg.dictionary)  # a one-line error for an unknown name
+    if cfg.shrink not in SHRINK_SCOPES:
+        raise MinidsError(f"unknown --shrink {cfg.shrink!r}; choose one of {', '.join(SHRINK_SCOPES)}")
+    if cfg.zeta_schedule not in ZETA_SCHEDULES:
+        raise MinidsError(f"unknown --zeta-schedule {cfg.zeta_schedule!r}; "
+                          f"choose one of {', '.join(ZETA_SCHEDULES)}")
 
 
 def _file_config(attrs):
@@ -174,7 +190,8 @@ def _file_config(attrs):
             "weight_decay": float(attrs["weight_decay"]), "zeta": float(attrs["zeta"]),
             "lr_schedule": schedule, "seed": int(attrs["seed"]), "preprocess": attrs["preprocess"],
             "widths": tuple(int(w) for w in attrs["widths"]), "extra": bool(attrs.get("extra", True)),
-            "dictionary": attrs.get("dictionary") or None, **sizes}
+            "dictionary": attrs.get("dictionary") or None, "shrink": attrs.get("shrink", "all"),
+            "zeta_schedule": attrs.get("zeta_schedule", "constant"), **sizes}
 
 
 def resolve(cfg):
@@ -214,9 +231,10 @@ def resolve(cfg):
                       widths=tuple(cfg.widths or NIN_WIDTHS),
                       extra=True if cfg.extra is None else cfg.extra,
                       dictionary=(cfg.dictionary or DEFAULT_DICTIONARY) if model == "ds-nin" else cfg.dictionary,
+                      shrink=cfg.shrink or "all", zeta_schedule=cfg.zeta_schedule or "constant",
                       out=cfg.out or default_out(model, data))
     if cfg.lr_schedule is None:
-        cfg = replace(cfg, lr_schedule=default_schedule(cfg.epochs, cfg.zeta))
+        cfg = replace(cfg, lr_schedule=default_schedule(cfg.epochs, cfg.zeta, cfg.zeta_schedule))
     _check_numbers(cfg)
     parse_schedule(cfg.lr_schedule)
     if resumed is not None and cfg.epochs < int(resumed.attrs["epoch"]):
@@ -304,6 +322,23 @@ def history_columns(model, with_val):
     return cols + ["sparsity", "seconds", "images_per_second"]
 
 
+def unshrunk_params(model, scope):
+    """Names of the trainable tensors of ``model`` that the shrink leaves alone under ``--shrink scope``.
+
+    ``all``: none (DESIGN.md: every trainable tensor, biases included).
+    ``weights``: every bias. ``coefficients``: everything but the weights of
+    the coefficient layers (the 1×1 convolutions after a fixed one), the
+    tensors whose zeros the paper counts; NiN has none, so nothing is shrunk.
+    """
+    names = list(model.params)
+    if scope == "all":
+        return []
+    if scope == "weights":
+        return [n for n in names if n.endswith(".bias")]
+    kept = {f"{layer}.weight" for layer in model.coefficient_layers()}
+    return [n for n in names if n not in kept]
+
+
 class _Run:
     """State of one run between epochs (model, optimizer, data, history)."""
 
@@ -313,17 +348,21 @@ class _Run:
         self.data = prepare(cfg.data, cfg.data_dir, train_size=cfg.train_size, test_size=cfg.test_size,
                             val_size=cfg.val_size, seed=cfg.seed, preprocess=cfg.preprocess,
                             extra=cfg.extra, download=cfg.download)
-        schedule, self.schedule_json = parse_schedule(cfg.lr_schedule)
-        self.optimizer = MomentumShrink(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.zeta, schedule)
         if resumed is None:
             self.model = build_model(cfg.model, in_channels=self.data.input_shape[0],
                                      num_classes=self.data.num_classes, seed=cfg.seed,
                                      widths=cfg.widths, dictionary=cfg.dictionary)
-            self.epoch, self.history, self.partial = 0, {}, None
         else:
             check_compatible(resumed.attrs, self.data.input_shape, self.data.num_classes,
                              where=f"--resume {cfg.resume}")
             self.model = model_from_weights(resumed)
+        schedule, self.schedule_json = parse_schedule(cfg.lr_schedule)
+        self.optimizer = MomentumShrink(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.zeta, schedule,
+                                        exclude=unshrunk_params(self.model, cfg.shrink),
+                                        zeta_follows_lr=cfg.zeta_schedule == "follow-lr")
+        if resumed is None:
+            self.epoch, self.history, self.partial = 0, {}, None
+        else:
             self.model.rng.bit_generator.state = resumed.rng_state
             self.optimizer.load_state_dict(resumed.optimizer)
             self.data.stats = resumed.preprocessing
@@ -348,7 +387,7 @@ class _Run:
         return [f"{model} on {cfg.data}: {len(d.train[1])} train / {len(d.test[1])} test{val} "
                 f"images of {shape}, {self.model.num_classes} classes; {device_name(self.xp)}",
                 f"lr {cfg.lr:g} ({cfg.lr_schedule}), momentum {cfg.momentum:g}, weight decay "
-                f"{cfg.weight_decay:g}, zeta {cfg.zeta:g}, batch {cfg.batch_size}, seed {cfg.seed}, "
+                f"{cfg.weight_decay:g}, zeta {cfg.zeta:g} ({cfg.zeta_schedule}, shrink {cfg.shrink}), batch {cfg.batch_size}, seed {cfg.seed}, "
                 f"epochs {cfg.epochs}; {start}; weights -> {cfg.out}"]
 
     def position(self):
@@ -434,7 +473,8 @@ class _Run:
         attrs.update({
             "model": model.name, "input_shape": np.array(self.data.input_shape, np.int64),
             "num_classes": int(model.num_classes), "widths": np.array(model.widths, np.int64),
-            "dictionary": model.dictionary or "", "dataset": cfg.data, "seed": int(cfg.seed),
+            "dictionary": model.dictionary or "", "shrink": cfg.shrink,
+            "zeta_schedule": cfg.zeta_schedule, "dataset": cfg.data, "seed": int(cfg.seed),
             "epoch": int(self.epoch), "epochs": int(cfg.epochs), "lr": float(cfg.lr),
             "momentum": float(cfg.momentum), "weight_decay": float(cfg.weight_decay),
             "zeta": float(cfg.zeta), "batch_size": int(cfg.batch_size), "schedule": self.schedule_json,

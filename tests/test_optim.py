@@ -74,6 +74,42 @@ def test_biases_are_shrunk_unless_excluded():
     assert hand_steps(0.001, [0.04] * 3, lr, eta, mu, 0.0)[-1] != 0.0
 
 
+@pytest.mark.parametrize("follows", [True, False])
+def test_zeta_follows_lr_scales_the_threshold_with_the_schedule(follows):
+    lr, eta, mu, zeta = 0.5, 0.9, 1e-3, 0.004
+    grads = [0.02, -0.01, 0.03, 0.0, 0.01, 0.02]
+    scales = [1, 1, 0.1, 0.1, 0.01, 0.01]   # multistep([2, 4], 0.1) at epochs 0..5
+    w = np.array([0.05])
+    opt = MomentumShrink(lr=lr, momentum=eta, weight_decay=mu, zeta=zeta,
+                         schedule=multistep([2, 4], 0.1), zeta_follows_lr=follows)
+    # By hand, one epoch per step: the rate follows the schedule; the threshold too, or stays zeta.
+    expect_w, expect_prev = 0.05, 0.05
+    for epoch, (g, scale) in enumerate(zip(grads, scales)):
+        threshold = zeta * scale if follows else zeta
+        opt.set_epoch(epoch)
+        assert opt.threshold == pytest.approx(threshold, rel=1e-12)
+        opt.step({"w": w}, {"w": np.array([g])})
+        u = expect_w + eta * (expect_w - expect_prev) - (1 - eta) * lr * scale * (g + mu * expect_w)
+        expect_prev, expect_w = expect_w, math.copysign(max(abs(u) - threshold, 0.0), u)
+        assert w[0] == pytest.approx(expect_w, rel=1e-12, abs=1e-15)
+        if epoch == 2:   # the first step at the lower rate: the two rules part here
+            assert w[0] == pytest.approx(0.029238765 if follows else 0.025638765, abs=1e-9)
+
+
+def test_zeta_follows_lr_survives_the_state_dict_and_old_states_mean_false():
+    opt = MomentumShrink(lr=0.2, zeta=1e-3, schedule=step_decay(1, 0.5), zeta_follows_lr=True)
+    opt.set_epoch(2)
+    opt.step({"w": np.ones(2)}, {"w": np.ones(2)})
+    state = opt.state_dict()
+    assert state["zeta_follows_lr"] is True
+    resumed = MomentumShrink(lr=1.0, schedule=step_decay(1, 0.5))
+    resumed.load_state_dict(state)
+    assert resumed.threshold == pytest.approx(2.5e-4, rel=1e-12)
+    del state["zeta_follows_lr"]   # a file written before the option
+    resumed.load_state_dict(state)
+    assert resumed.threshold == 1e-3
+
+
 def dampened_momentum_sgd(w, grads, lr, eta, mu):
     """Torch7 optim.sgd with dampening = momentum, written independently (velocity from 0)."""
     v = np.zeros_like(w)

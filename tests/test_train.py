@@ -84,11 +84,12 @@ def _assert_same_run(a, b):
         np.testing.assert_array_equal(ha[col], hb[col])
 
 
-def test_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("options", [{}, {"shrink": "coefficients", "zeta_schedule": "follow-lr", "zeta": 1e-3}])
+def test_resume_is_bit_identical(tmp_path, options):
     straight = tmp_path / "straight.h5"
-    train(tiny(straight, epochs=2))
+    train(tiny(straight, epochs=2, **options))
     split = tmp_path / "split.h5"
-    train(tiny(split, epochs=1))
+    train(tiny(split, epochs=1, **options))
     assert read_weights(split).attrs["epoch"] == 1
     result = invoke("--resume", str(split), "--epochs", "2", "--device", "cpu", "--quiet")
     assert result.exit_code == 0, result.output
@@ -210,6 +211,8 @@ def test_resume_refuses_other_runs_and_non_weights(tmp_path):
     assert_one_line_error(invoke("--resume", str(out), "--data", "fashion-mnist"), "--data fashion-mnist-mini")
     assert_one_line_error(invoke("--resume", str(out), "--lr", "0.5"), "--lr 0.02")
     assert_one_line_error(invoke("--resume", str(out), "--dictionary", "odct2-mixed"), "--dictionary odct2")
+    assert_one_line_error(invoke("--resume", str(out), "--shrink", "weights"), "--shrink all")
+    assert_one_line_error(invoke("--resume", str(out), "--zeta-schedule", "follow-lr"), "--zeta-schedule constant")
     assert out.read_bytes() == before
     notes = tmp_path / "notes.txt"
     notes.write_text("not weights")
@@ -262,6 +265,7 @@ def test_schedules():
     assert default_schedule(12, zeta=1e-5) == "multistep:9:0.3"
     assert default_schedule(3, zeta=1e-5) == "multistep:2:0.3"
     assert default_schedule(1, zeta=1e-5) == "constant"
+    assert default_schedule(12, zeta=1e-5, zeta_schedule="follow-lr") == "multistep:6,9:0.1"
 
 
 def test_default_schedule_follows_the_shrink():
@@ -284,6 +288,31 @@ def test_dictionary_option_builds_stores_and_resumes(tmp_path):
                                       get_dictionary("odct2-mixed")(8, 8, 5) * np.float32(np.sqrt(2 / 8)))
     result = train(TrainConfig(resume=str(out), epochs=2, device="cpu"))
     assert result.config.dictionary == "odct2-mixed" and result.model.dictionary == "odct2-mixed"
+
+
+LEARNED = {f"conv{i}.bias" for i in (1, 2, 3)} | {f"cccp{i}.{k}" for i in range(1, 7) for k in ("weight", "bias")}
+
+
+@pytest.mark.parametrize("scope, shrunk", [
+    ("all", LEARNED),
+    ("weights", {f"cccp{i}.weight" for i in range(1, 7)}),
+    ("coefficients", {"cccp1.weight", "cccp3.weight", "cccp5.weight"}),
+])
+def test_shrink_option_chooses_the_tensors_it_zeroes(tmp_path, scope, shrunk):
+    # A threshold of 10 per step zeroes every shrunk tensor at the first step (all are far
+    # below 10); the others keep what the gradient gives them.
+    result = train(tiny(tmp_path / "w.h5", epochs=1, zeta=10.0, shrink=scope))
+    with h5py.File(result.out, "r") as f:
+        assert f.attrs["shrink"] == scope
+        tensors = {f"{layer}.{key}": f[f"layers/{layer}/{key}"][()]
+                   for layer in f.attrs["layer_order"] for key in ("weight", "bias")
+                   if not (key == "weight" and f[f"layers/{layer}/weight"].attrs["fixed"])}
+        excluded = set(f["optimizer"].attrs["exclude"])
+    assert set(tensors) == LEARNED and excluded == LEARNED - shrunk
+    for name in shrunk:
+        assert not tensors[name].any(), name
+    for name in excluded:
+        assert tensors[name].any(), name
 
 
 def test_nin_run_records_sparsity_over_learned_weights(tmp_path):
