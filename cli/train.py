@@ -141,9 +141,8 @@ def _widths(ctx, param, value):
                    "odct2-dc learns far better, see docs/results.md].")
 @click.option("--quiet", is_flag=True, help="No progress bar (the run description and epoch rows still print).")
 def train_command(data, model, epochs, batch_size, lr, momentum, weight_decay, zeta, zeta_schedule, shrink,
-                  lr_schedule, device,
-                  seed, data_dir, download, no_extra, preprocess, out, resume, force, train_size,
-                  test_size, val_size, widths, dictionary, quiet):
+                  lr_schedule, device, seed, data_dir, download, no_extra, preprocess, out, resume, force,
+                  train_size, test_size, val_size, widths, dictionary, quiet):
     """Train NiN or DS-NiN; one row per epoch, weights (HDF5) written after every epoch."""
     config = TrainConfig(data=data, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
                          momentum=momentum, weight_decay=weight_decay, zeta=zeta,
