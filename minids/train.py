@@ -175,6 +175,8 @@ def _check_numbers(cfg):
         get_dictionary(cfg.dictionary)  # a one-line error for an unknown name
     if cfg.shrink not in SHRINK_SCOPES:
         raise MinidsError(f"unknown --shrink {cfg.shrink!r}; choose one of {', '.join(SHRINK_SCOPES)}")
+    if cfg.shrink == "coefficients" and cfg.model == "nin":
+        raise MinidsError("--shrink coefficients is for --model ds-nin; nin has no coefficient layers")
     if cfg.zeta_schedule not in ZETA_SCHEDULES:
         raise MinidsError(f"unknown --zeta-schedule {cfg.zeta_schedule!r}; "
                           f"choose one of {', '.join(ZETA_SCHEDULES)}")
@@ -328,7 +330,7 @@ def unshrunk_params(model, scope):
     ``all``: none (DESIGN.md: every trainable tensor, biases included).
     ``weights``: every bias. ``coefficients``: everything but the weights of
     the coefficient layers (the 1×1 convolutions after a fixed one), the
-    tensors whose zeros the paper counts; NiN has none, so nothing is shrunk.
+    tensors whose zeros the paper counts (a NiN run refuses this scope).
     """
     names = list(model.params)
     if scope == "all":

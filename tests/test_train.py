@@ -233,6 +233,7 @@ def test_resume_refuses_other_runs_and_non_weights(tmp_path):
     (["--train-size", "20000"], "--train-size 20000 is more than the 10000"),
     (["--widths", "8,8,8"], "--widths needs 8 positive channel counts"),
     (["--model", "nin", "--dictionary", "odct2"], "--dictionary is for --model ds-nin"),
+    (["--model", "nin", "--shrink", "coefficients"], "--shrink coefficients is for --model ds-nin"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, args, fragment):
     out = tmp_path / "w.h5"
