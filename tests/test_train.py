@@ -316,6 +316,18 @@ def test_shrink_option_chooses_the_tensors_it_zeroes(tmp_path, scope, shrunk):
         assert tensors[name].any(), name
 
 
+def test_files_from_before_the_shrink_options_resume_with_the_papers_rule(tmp_path):
+    out = tmp_path / "old.h5"
+    train(tiny(out, epochs=1, zeta=1e-3))
+    with h5py.File(out, "r+") as f:   # what a file written before --shrink / --zeta-schedule holds
+        del f.attrs["shrink"], f.attrs["zeta_schedule"], f["optimizer"].attrs["zeta_follows_lr"]
+    result = train(TrainConfig(resume=str(out), epochs=2, device="cpu"))
+    assert (result.config.shrink, result.config.zeta_schedule) == ("all", "constant")
+    with h5py.File(out, "r") as f:
+        assert f.attrs["epoch"] == 2 and list(f["optimizer"].attrs["exclude"]) == []
+        assert not f["optimizer"].attrs["zeta_follows_lr"]
+
+
 def test_nin_run_records_sparsity_over_learned_weights(tmp_path):
     result = train(tiny(tmp_path / "nin.h5", model="nin", epochs=1, zeta=1e-3))
     with h5py.File(result.out, "r") as f:
