@@ -362,9 +362,8 @@ class _Run:
         self.optimizer = MomentumShrink(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.zeta, schedule,
                                         exclude=unshrunk_params(self.model, cfg.shrink),
                                         zeta_follows_lr=cfg.zeta_schedule == "follow-lr")
-        if resumed is None:
-            self.epoch, self.history, self.partial = 0, {}, None
-        else:
+        self.epoch, self.history, self.partial = 0, {}, None
+        if resumed is not None:
             self.model.rng.bit_generator.state = resumed.rng_state
             self.optimizer.load_state_dict(resumed.optimizer)
             self.data.stats = resumed.preprocessing
@@ -389,8 +388,8 @@ class _Run:
         return [f"{model} on {cfg.data}: {len(d.train[1])} train / {len(d.test[1])} test{val} "
                 f"images of {shape}, {self.model.num_classes} classes; {device_name(self.xp)}",
                 f"lr {cfg.lr:g} ({cfg.lr_schedule}), momentum {cfg.momentum:g}, weight decay "
-                f"{cfg.weight_decay:g}, zeta {cfg.zeta:g} ({cfg.zeta_schedule}, shrink {cfg.shrink}), batch {cfg.batch_size}, seed {cfg.seed}, "
-                f"epochs {cfg.epochs}; {start}; weights -> {cfg.out}"]
+                f"{cfg.weight_decay:g}, zeta {cfg.zeta:g} ({cfg.zeta_schedule}, shrink {cfg.shrink}), "
+                f"batch {cfg.batch_size}, seed {cfg.seed}, epochs {cfg.epochs}; {start}; weights -> {cfg.out}"]
 
     def position(self):
         """Where the run stands, in words: 'epoch 3' or 'epoch 3 and 120 of 469 batches of epoch 4'."""
