@@ -112,6 +112,8 @@ def _widths(ctx, param, value):
 @click.option("--shrink", type=click.Choice(SHRINK_SCOPES), default=None,
               help="Tensors the shrink applies to: all (DESIGN.md), weights (not biases), or "
                    "coefficients (only the coefficient layers' weights) [default: all].")
+@click.option("--dropout", type=float, default=None,
+              help="Probability of both dropout layers [default: 0.5, DESIGN.md's].")
 @click.option("--lr-schedule", default=None, metavar="SPEC",
               help="constant | step:EPOCHS:GAMMA | multistep:E1,E2:GAMMA (epochs from 0) "
                    "[default: with --zeta > 0 and a constant threshold, × 0.3 at 3/4 of --epochs; "
@@ -141,12 +143,12 @@ def _widths(ctx, param, value):
                    "odct2-dc learns far better, see docs/results.md].")
 @click.option("--quiet", is_flag=True, help="No progress bar (the run description and epoch rows still print).")
 def train_command(data, model, epochs, batch_size, lr, momentum, weight_decay, zeta, zeta_schedule, shrink,
-                  lr_schedule, device, seed, data_dir, download, no_extra, preprocess, out, resume, force,
-                  train_size, test_size, val_size, widths, dictionary, quiet):
+                  dropout, lr_schedule, device, seed, data_dir, download, no_extra, preprocess, out, resume,
+                  force, train_size, test_size, val_size, widths, dictionary, quiet):
     """Train NiN or DS-NiN; one row per epoch, weights (HDF5) written after every epoch."""
     config = TrainConfig(data=data, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
                          momentum=momentum, weight_decay=weight_decay, zeta=zeta,
-                         zeta_schedule=zeta_schedule, shrink=shrink,
+                         zeta_schedule=zeta_schedule, shrink=shrink, dropout=dropout,
                          lr_schedule=lr_schedule, device=device, seed=seed, data_dir=data_dir,
                          download=download, extra=None if not no_extra else False,
                          preprocess=preprocess, out=out, resume=resume, force=force,

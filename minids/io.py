@@ -20,7 +20,7 @@ from minids import __version__
 from minids.backend import get_module, to_host
 from minids.dictionary import DEFAULT_DICTIONARY
 from minids.errors import MinidsError
-from minids.models import build_model
+from minids.models import DEFAULT_DROPOUT, build_model
 
 FORMAT = "minids-weights"
 SCHEMA_VERSION = 1
@@ -214,7 +214,8 @@ def model_from_weights(contents, dtype=np.float32):
     c, _, _ = attrs["input_shape"]
     model = build_model(attrs["model"], in_channels=int(c), num_classes=int(attrs["num_classes"]),
                         seed=int(attrs.get("seed", 0)), dtype=dtype,
-                        dictionary=attrs.get("dictionary") or DEFAULT_DICTIONARY, widths=tuple(attrs["widths"]))
+                        dictionary=attrs.get("dictionary") or DEFAULT_DICTIONARY, widths=tuple(attrs["widths"]),
+                        dropout=float(attrs.get("dropout", DEFAULT_DROPOUT)))
     for name, conv in model.conv_layers():
         layer = contents.layers.get(name)
         if layer is None:

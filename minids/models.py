@@ -2,13 +2,14 @@
 
 NiN, every convolution followed by ReLU (DESIGN.md "Models"):
 
-    conv1 5×5 C→192 pad 2 · cccp1 1×1 192→160 · cccp2 1×1 160→96 · pool1 max 3/2 ceil · drop1 0.5
-    conv2 5×5 96→192 pad 2 · cccp3 1×1 192→192 · cccp4 1×1 192→192 · pool2 avg 3/2 ceil · drop2 0.5
+    conv1 5×5 C→192 pad 2 · cccp1 1×1 192→160 · cccp2 1×1 160→96 · pool1 max 3/2 ceil · drop1 p
+    conv2 5×5 96→192 pad 2 · cccp3 1×1 192→192 · cccp4 1×1 192→192 · pool2 avg 3/2 ceil · drop2 p
     conv3 3×3 192→192 pad 1 · cccp5 1×1 192→192 · cccp6 1×1 192→K · gap (global average)
 
 DS-NiN replaces the weights of conv1-3 with fixed DCT dictionaries
 (:mod:`minids.dictionary`); their biases stay trainable. The 1×1 convolutions
-right after them (cccp1, cccp3, cccp5) are the coefficient layers.
+right after them (cccp1, cccp3, cccp5) are the coefficient layers. The
+dropout probability p is DESIGN.md's 0.5 unless asked otherwise.
 
 Initialisation (docs/models.md): learned convolutions are He-normal,
 std = sqrt(2 / fan_in), biases zero. A DS-NiN fixed convolution has unit-norm
@@ -32,6 +33,9 @@ MODELS = ("nin", "ds-nin")
 
 # output channels of conv1, cccp1, cccp2, conv2, cccp3, cccp4, conv3, cccp5
 NIN_WIDTHS = (192, 160, 96, 192, 192, 192, 192, 192)
+
+# dropout probability after pool1 and pool2 (DESIGN.md; --dropout changes it)
+DEFAULT_DROPOUT = 0.5
 
 # classifier initialisation: weights scaled down from He, bias keeps the last ReLU alive
 CLASSIFIER_WEIGHT_SCALE = 0.1
@@ -71,7 +75,7 @@ class Network(Sequential):
 
 
 def build_model(name, in_channels=3, num_classes=10, seed=0, dtype=np.float32,
-                dictionary=DEFAULT_DICTIONARY, widths=NIN_WIDTHS, rng=None):
+                dictionary=DEFAULT_DICTIONARY, widths=NIN_WIDTHS, dropout=DEFAULT_DROPOUT, rng=None):
     """Build NiN or DS-NiN.
 
     Args:
@@ -84,11 +88,15 @@ def build_model(name, in_channels=3, num_classes=10, seed=0, dtype=np.float32,
         dtype: float32 (training) or float64 (gradient checks).
         dictionary: name of the fixed dictionary for DS-NiN.
         widths: the 8 hidden widths (small ones make tiny test networks).
+        dropout: probability of drop1 and drop2, in [0, 1) (0 keeps the
+            layers but they draw no masks).
     Returns:
         a :class:`Network` on the host (NumPy); ``.to(cupy)`` moves it.
     """
     if name not in MODELS:
         raise MinidsError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if not 0.0 <= dropout < 1.0:
+        raise MinidsError(f"dropout must be in [0, 1), got {dropout!r}")
     if len(widths) != 8:
         raise MinidsError(f"widths must list 8 channel counts, got {len(widths)}")
     dtype = as_dtype(dtype)
@@ -110,12 +118,12 @@ def build_model(name, in_channels=3, num_classes=10, seed=0, dtype=np.float32,
         relu_count += 1
         layers += [(conv_name, conv), (f"relu{relu_count}", ReLU())]
         if conv_name == "cccp2":
-            layers += [("pool1", MaxPool2d(3, 2, ceil_mode=True)), ("drop1", Dropout(0.5, rng))]
+            layers += [("pool1", MaxPool2d(3, 2, ceil_mode=True)), ("drop1", Dropout(dropout, rng))]
         elif conv_name == "cccp4":
-            layers += [("pool2", AvgPool2d(3, 2, ceil_mode=True)), ("drop2", Dropout(0.5, rng))]
+            layers += [("pool2", AvgPool2d(3, 2, ceil_mode=True)), ("drop2", Dropout(dropout, rng))]
     layers.append(("gap", GlobalAvgPool()))
     model = Network(layers, name, in_channels, num_classes, dictionary if fixed else None, widths)
-    model.rng = rng
+    model.rng, model.dropout = rng, dropout
     return model
 
 

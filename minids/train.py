@@ -31,7 +31,7 @@ from minids.evaluate import check_compatible, predict
 from minids.interrupt import StopRequest
 from minids.io import WeightsFile, layer_arrays, model_from_weights, read_weights, write_weights
 from minids.layers import SoftmaxNLL
-from minids.models import MODELS, NIN_WIDTHS, build_model
+from minids.models import DEFAULT_DROPOUT, MODELS, NIN_WIDTHS, build_model
 from minids.optim import MomentumShrink, constant, multistep, step_decay
 from minids.sparsity import layer_sparsity, overall_sparsity
 
@@ -48,7 +48,7 @@ DEFAULT_BATCH_SIZE = 128
 # Options that define a run: a resumed run takes them from its file.
 RUN_OPTIONS = ("data", "model", "batch_size", "lr", "momentum", "weight_decay", "zeta",
                "lr_schedule", "seed", "preprocess", "train_size", "test_size", "val_size",
-               "widths", "extra", "dictionary", "shrink", "zeta_schedule")
+               "widths", "extra", "dictionary", "shrink", "zeta_schedule", "dropout")
 
 # --shrink: which trainable tensors the L1 shrink applies to (docs/training.md)
 SHRINK_SCOPES = ("all", "weights", "coefficients")
@@ -65,7 +65,8 @@ class TrainConfig:
     count from 0); ``widths`` the 8 hidden widths (default NiN's);
     ``dictionary`` the fixed dictionary of DS-NiN (default ``odct2``; NiN has none);
     ``shrink`` one of :data:`SHRINK_SCOPES` (default ``all``, DESIGN.md's rule);
-    ``zeta_schedule`` one of :data:`ZETA_SCHEDULES` (default ``constant``, the paper's).
+    ``zeta_schedule`` one of :data:`ZETA_SCHEDULES` (default ``constant``, the paper's);
+    ``dropout`` the probability of both dropout layers (default 0.5, DESIGN.md's).
     """
 
     data: str | None = None
@@ -93,6 +94,7 @@ class TrainConfig:
     dictionary: str | None = None
     shrink: str | None = None
     zeta_schedule: str | None = None
+    dropout: float | None = None
 
 
 def parse_schedule(spec):
@@ -153,6 +155,8 @@ def _check_numbers(cfg):
         value = getattr(cfg, name)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise MinidsError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}")
+    if not (isinstance(cfg.dropout, (int, float)) and 0 <= cfg.dropout < 1):
+        raise MinidsError(f"--dropout must be in [0, 1), got {cfg.dropout!r}")
     if cfg.momentum >= 1:
         raise MinidsError(f"--momentum must be in [0, 1), got {cfg.momentum!r}")
     if cfg.epochs < 1:
@@ -193,7 +197,8 @@ def _file_config(attrs):
             "lr_schedule": schedule, "seed": int(attrs["seed"]), "preprocess": attrs["preprocess"],
             "widths": tuple(int(w) for w in attrs["widths"]), "extra": bool(attrs.get("extra", True)),
             "dictionary": attrs.get("dictionary") or None, "shrink": attrs.get("shrink", "all"),
-            "zeta_schedule": attrs.get("zeta_schedule", "constant"), **sizes}
+            "zeta_schedule": attrs.get("zeta_schedule", "constant"),
+            "dropout": float(attrs.get("dropout", DEFAULT_DROPOUT)), **sizes}
 
 
 def resolve(cfg):
@@ -234,6 +239,7 @@ def resolve(cfg):
                       extra=True if cfg.extra is None else cfg.extra,
                       dictionary=(cfg.dictionary or DEFAULT_DICTIONARY) if model == "ds-nin" else cfg.dictionary,
                       shrink=cfg.shrink or "all", zeta_schedule=cfg.zeta_schedule or "constant",
+                      dropout=DEFAULT_DROPOUT if cfg.dropout is None else cfg.dropout,
                       out=cfg.out or default_out(model, data))
     if cfg.lr_schedule is None:
         cfg = replace(cfg, lr_schedule=default_schedule(cfg.epochs, cfg.zeta, cfg.zeta_schedule))
@@ -353,7 +359,7 @@ class _Run:
         if resumed is None:
             self.model = build_model(cfg.model, in_channels=self.data.input_shape[0],
                                      num_classes=self.data.num_classes, seed=cfg.seed,
-                                     widths=cfg.widths, dictionary=cfg.dictionary)
+                                     widths=cfg.widths, dictionary=cfg.dictionary, dropout=cfg.dropout)
         else:
             check_compatible(resumed.attrs, self.data.input_shape, self.data.num_classes,
                              where=f"--resume {cfg.resume}")
@@ -389,7 +395,8 @@ class _Run:
                 f"images of {shape}, {self.model.num_classes} classes; {device_name(self.xp)}",
                 f"lr {cfg.lr:g} ({cfg.lr_schedule}), momentum {cfg.momentum:g}, weight decay "
                 f"{cfg.weight_decay:g}, zeta {cfg.zeta:g} ({cfg.zeta_schedule}, shrink {cfg.shrink}), "
-                f"batch {cfg.batch_size}, seed {cfg.seed}, epochs {cfg.epochs}; {start}; weights -> {cfg.out}"]
+                f"batch {cfg.batch_size}, dropout {cfg.dropout:g}, seed {cfg.seed}, epochs {cfg.epochs}; "
+                f"{start}; weights -> {cfg.out}"]
 
     def position(self):
         """Where the run stands, in words: 'epoch 3' or 'epoch 3 and 120 of 469 batches of epoch 4'."""
@@ -475,7 +482,8 @@ class _Run:
             "model": model.name, "input_shape": np.array(self.data.input_shape, np.int64),
             "num_classes": int(model.num_classes), "widths": np.array(model.widths, np.int64),
             "dictionary": model.dictionary or "", "shrink": cfg.shrink,
-            "zeta_schedule": cfg.zeta_schedule, "dataset": cfg.data, "seed": int(cfg.seed),
+            "zeta_schedule": cfg.zeta_schedule, "dropout": float(cfg.dropout),
+            "dataset": cfg.data, "seed": int(cfg.seed),
             "epoch": int(self.epoch), "epochs": int(cfg.epochs), "lr": float(cfg.lr),
             "momentum": float(cfg.momentum), "weight_decay": float(cfg.weight_decay),
             "zeta": float(cfg.zeta), "batch_size": int(cfg.batch_size), "schedule": self.schedule_json,

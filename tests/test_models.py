@@ -128,3 +128,20 @@ def test_same_seed_same_model_and_unknown_names():
     with pytest.raises(MinidsError, match="unknown dictionary"):
         build_model("ds-nin", dictionary="wavelet")
     assert isinstance(build_model("nin")["cccp6"], Conv2d)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_dropout_probability_reaches_both_dropout_layers(p):
+    model = build_model("ds-nin", in_channels=1, widths=(8,) * 8, seed=2, dropout=p)
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    if p == 0:   # no dropout: a training pass computes exactly what an evaluation pass does
+        np.testing.assert_array_equal(model.forward(x, train=True), model.forward(x, train=False))
+        return
+    # Feed drop1 and drop2 ones: the share of zeros they put out is p, within sampling noise.
+    ones = np.ones((64, 8, 16, 16), np.float32)
+    for name in ("drop1", "drop2"):
+        out = model[name].forward(ones, train=True)
+        assert abs((out == 0).mean() - p) < 0.01, name
+        np.testing.assert_allclose(out[out != 0], 1 / (1 - p), rtol=1e-6)
+    with pytest.raises(MinidsError, match=r"dropout must be in \[0, 1\)"):
+        build_model("nin", dropout=1.0)

@@ -84,7 +84,8 @@ def _assert_same_run(a, b):
         np.testing.assert_array_equal(ha[col], hb[col])
 
 
-@pytest.mark.parametrize("options", [{}, {"shrink": "coefficients", "zeta_schedule": "follow-lr", "zeta": 1e-3}])
+@pytest.mark.parametrize("options", [{}, {"shrink": "coefficients", "zeta_schedule": "follow-lr", "zeta": 1e-3,
+                                           "dropout": 0.2}])
 def test_resume_is_bit_identical(tmp_path, options):
     straight = tmp_path / "straight.h5"
     train(tiny(straight, epochs=2, **options))
@@ -213,6 +214,7 @@ def test_resume_refuses_other_runs_and_non_weights(tmp_path):
     assert_one_line_error(invoke("--resume", str(out), "--dictionary", "odct2-mixed"), "--dictionary odct2")
     assert_one_line_error(invoke("--resume", str(out), "--shrink", "weights"), "--shrink all")
     assert_one_line_error(invoke("--resume", str(out), "--zeta-schedule", "follow-lr"), "--zeta-schedule constant")
+    assert_one_line_error(invoke("--resume", str(out), "--dropout", "0"), "--dropout 0.5", "not 0.0")
     assert out.read_bytes() == before
     notes = tmp_path / "notes.txt"
     notes.write_text("not weights")
@@ -227,6 +229,8 @@ def test_resume_refuses_other_runs_and_non_weights(tmp_path):
     (["--zeta", "-1e-5"], "--zeta must be a finite number >= 0"),
     (["--lr", "-0.1"], "--lr must be a finite number >= 0"),
     (["--momentum", "1"], "--momentum must be in [0, 1)"),
+    (["--dropout", "1"], "--dropout must be in [0, 1)"),
+    (["--dropout", "-0.1"], "--dropout must be in [0, 1)"),
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--lr-schedule", "cosine"], "bad --lr-schedule 'cosine'"),
     (["--lr-schedule", "step:x:0.1"], "bad --lr-schedule"),
@@ -319,12 +323,14 @@ def test_shrink_option_chooses_the_tensors_it_zeroes(tmp_path, scope, shrunk):
 def test_files_from_before_the_shrink_options_resume_with_the_papers_rule(tmp_path):
     out = tmp_path / "old.h5"
     train(tiny(out, epochs=1, zeta=1e-3))
-    with h5py.File(out, "r+") as f:   # what a file written before --shrink / --zeta-schedule holds
+    with h5py.File(out, "r+") as f:   # what a file written before --shrink / --zeta-schedule / --dropout holds
         del f.attrs["shrink"], f.attrs["zeta_schedule"], f["optimizer"].attrs["zeta_follows_lr"]
+        del f.attrs["dropout"]
     result = train(TrainConfig(resume=str(out), epochs=2, device="cpu"))
-    assert (result.config.shrink, result.config.zeta_schedule) == ("all", "constant")
+    assert (result.config.shrink, result.config.zeta_schedule, result.config.dropout) == ("all", "constant", 0.5)
+    assert result.model["drop1"].p == result.model["drop2"].p == 0.5
     with h5py.File(out, "r") as f:
-        assert f.attrs["epoch"] == 2 and list(f["optimizer"].attrs["exclude"]) == []
+        assert f.attrs["epoch"] == 2 and list(f["optimizer"].attrs["exclude"]) == [] and f.attrs["dropout"] == 0.5
         assert not f["optimizer"].attrs["zeta_follows_lr"]
 
 
