@@ -123,7 +123,7 @@ def build_model(name, in_channels=3, num_classes=10, seed=0, dtype=np.float32,
             layers += [("pool2", AvgPool2d(3, 2, ceil_mode=True)), ("drop2", Dropout(dropout, rng))]
     layers.append(("gap", GlobalAvgPool()))
     model = Network(layers, name, in_channels, num_classes, dictionary if fixed else None, widths)
-    model.rng, model.dropout = rng, dropout
+    model.rng = rng
     return model
 
 
