@@ -4,7 +4,9 @@ The overcomplete 1-D DCT follows the K-SVD literature (Rubinstein's
 ``odctdict``): with ``n`` samples and ``m`` atoms, atom 0 is constant and atom
 ``j > 0`` is ``cos(pi * j * t / m)`` for ``t = 0 .. n-1`` minus its mean; every
 atom is scaled to unit L2 norm. The 2-D dictionary is the Kronecker product of
-two 1-D ones, so every 2-D atom is a separable ``k x k`` kernel.
+two 1-D ones, so every 2-D atom is a separable ``k x k`` kernel; the 3-D
+``odct3`` (the default) is the Kronecker product of a channel DCT and the 2-D
+one, so every output's atom is separable over (channel, row, column).
 
 All arrays returned here are NumPy arrays (the dictionary is built once on the
 host); a layer moves its weight to the GPU itself. Nothing is random: there is
@@ -217,11 +219,84 @@ def dc_dct_conv_weight(c_out, c_in, k, dtype=np.float32):
     return atoms.reshape(c_out, c_in, k, k).astype(_check_dtype(dtype))
 
 
-DICTIONARIES = {"odct2": dct_conv_weight, "odct2-mixed": mixed_dct_conv_weight,
-                "odct2-dc": dc_dct_conv_weight}
-#: DESIGN.md's dictionary; "odct2-mixed" deals the same atoms in a scrambled order, "odct2-dc"
-#: keeps the atoms' means and signs them (docs/method.md)
-DEFAULT_DICTIONARY = "odct2"
+def odct3_atoms_per_axis(c_out, c_in, k):
+    """Atoms per axis (n_c, n_v, n_h) of the ``odct3`` dictionary of a fixed conv.
+
+    For ``c_in > 1``, with ``S = c_in * k * k``, axis ``d`` (``c_in``, ``k``,
+    ``k``) gets ``ceil((c_out * sqrt(d**3 / S)) ** (1/3))`` atoms, computed in
+    float64; their product is at least ``c_out``. For ``c_in == 1`` the channel
+    axis has one atom (the constant) and each spatial axis ``ceil(sqrt(c_out))``.
+    """
+    c_out, c_in, k = _check_conv_shape(c_out, c_in, k)
+    if c_in == 1:
+        m = math.isqrt(c_out)
+        m = m if m * m == c_out else m + 1
+        return 1, m, m
+    volume = float(c_in * k * k)
+    return tuple(int(math.ceil((c_out * math.sqrt(d ** 3 / volume)) ** (1.0 / 3.0)))
+                 for d in (c_in, k, k))
+
+
+def odct3_frequencies(c_out, c_in, k):
+    """(c_out, 3) int array: the (channel, vertical, horizontal) frequency of each output atom.
+
+    Row ``o`` is ``(i_c, i_v, i_h)``, the column index of atom ``o`` in the
+    Kronecker product, ``i_c`` slowest: ``o = (i_c * n_v + i_v) * n_h + i_h``.
+    """
+    _, n_v, n_h = odct3_atoms_per_axis(c_out, c_in, k)
+    o = np.arange(c_out)
+    return np.stack([o // (n_v * n_h), (o // n_h) % n_v, o % n_h], axis=1)
+
+
+def odct3_factors(c_out, c_in, k):
+    """The 1-D DCTs whose Kronecker product is ``odct3``: float64 arrays
+    ``(a_c, a_v, a_h)`` of shapes (c_in, n_c), (k, n_v), (k, n_h), columns are
+    atoms. For ``c_in == 1``, ``a_c`` is the (1, 1) array [[1.0]]."""
+    n_c, n_v, n_h = odct3_atoms_per_axis(c_out, c_in, k)
+    a_c = np.ones((1, 1)) if c_in == 1 else _odct1d64(c_in, n_c)
+    return a_c, _odct1d64(k, n_v), _odct1d64(k, n_h)
+
+
+def odct3_conv_weight(c_out, c_in, k, dtype=np.float32):
+    """Fixed OIHW weight of the ``odct3`` dictionary: one 3-D overcomplete DCT atom per output.
+
+    The dictionary is ``kron(a_c, kron(a_v, a_h))`` of the 1-D overcomplete
+    DCTs of :func:`odct3_factors`, an (c_in*k*k, n_c*n_v*n_h) matrix whose
+    rows are (channel, row, column) and whose columns are (i_c, i_v, i_h),
+    ``i_c`` slowest; output channel ``o`` is its column ``o`` reshaped to
+    (c_in, k, k). For ``c_in == 1`` this is the 2-D ``kron(a_v, a_h)``.
+    Built in float64, then cast. See docs/method.md.
+
+    Returns:
+        A new (c_out, c_in, k, k) NumPy array of ``dtype``; every output's
+        kernel has unit norm over its whole (c_in, k, k) volume.
+    """
+    c_out, c_in, k = _check_conv_shape(c_out, c_in, k)
+    a_c, a_v, a_h = odct3_factors(c_out, c_in, k)
+    i_c, i_v, i_h = odct3_frequencies(c_out, c_in, k).T
+    # weight[o, c, y, x] = a_c[c, i_c(o)] * a_v[y, i_v(o)] * a_h[x, i_h(o)]
+    weight = np.einsum("co,yo,xo->ocyx", a_c[:, i_c], a_v[:, i_v], a_h[:, i_h])
+    return weight.astype(_check_dtype(dtype))
+
+
+DICTIONARIES = {"odct3": odct3_conv_weight, "odct2": dct_conv_weight,
+                "odct2-mixed": mixed_dct_conv_weight, "odct2-dc": dc_dct_conv_weight}
+#: the paper author's 3-D dictionary; the odct2 family gives each (output, input) pair its own
+#: 2-D atom (docs/method.md)
+DEFAULT_DICTIONARY = "odct3"
+#: dictionaries whose atoms span all input channels (one unit-norm atom per output)
+VOLUME_DICTIONARIES = ("odct3",)
+
+
+def he_gain(dictionary, c_in):
+    """Factor that scales a dictionary's unit-norm atoms to He's second moment.
+
+    He's rule gives every output kernel a squared norm of 2 (in expectation).
+    An ``odct3`` kernel is one unit-norm atom, so its gain is sqrt(2); an
+    odct2-family kernel holds ``c_in`` unit-norm atoms, so its gain is
+    sqrt(2 / c_in). See docs/models.md.
+    """
+    return np.sqrt(2.0) if dictionary in VOLUME_DICTIONARIES else np.sqrt(2.0 / c_in)
 
 
 def get_dictionary(name):

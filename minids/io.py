@@ -18,12 +18,13 @@ import numpy as np
 
 from minids import __version__
 from minids.backend import get_module, to_host
-from minids.dictionary import DEFAULT_DICTIONARY
 from minids.errors import MinidsError
-from minids.models import DEFAULT_DROPOUT, build_model
+from minids.models import DEFAULT_DROPOUT, build_model, dictionary_factors
 
 FORMAT = "minids-weights"
 SCHEMA_VERSION = 1
+#: the dictionary of a DS-NiN file written before the ``dictionary`` attribute existed
+LEGACY_DICTIONARY = "odct2"
 
 
 @dataclass
@@ -82,12 +83,24 @@ def _attr(value):
 
 
 def layer_arrays(model):
-    """{conv name: {'weight', 'bias' host float32, 'k', 'stride', 'padding', 'fixed'}} of ``model``."""
-    return {name: {"weight": np.asarray(to_host(conv.weight), dtype=np.float32),
-                   "bias": np.asarray(to_host(conv.bias), dtype=np.float32),
-                   "k": int(conv.k), "stride": int(conv.stride), "padding": int(conv.padding),
-                   "fixed": bool(conv.fixed)}
-            for name, conv in model.conv_layers()}
+    """{conv name: {'weight', 'bias' host float32, 'k', 'stride', 'padding', 'fixed'}} of ``model``.
+
+    A fixed convolution with Kronecker factors also gets 'atoms' (int array:
+    the dictionary column of each output) and 'dictionary_outputs' (the
+    number of columns of the dictionary they were cut from).
+    """
+    layers = {}
+    for name, conv in model.conv_layers():
+        layer = {"weight": np.asarray(to_host(conv.weight), dtype=np.float32),
+                 "bias": np.asarray(to_host(conv.bias), dtype=np.float32),
+                 "k": int(conv.k), "stride": int(conv.stride), "padding": int(conv.padding),
+                 "fixed": bool(conv.fixed)}
+        factors = getattr(conv, "factors", None)
+        if factors is not None:
+            layer["atoms"] = np.asarray(factors.atoms, dtype=np.int64)
+            layer["dictionary_outputs"] = int(factors.full_outputs)
+        layers[name] = layer
+    return layers
 
 
 def _write(f, contents):
@@ -99,8 +112,9 @@ def _write(f, contents):
     layers = f.create_group("layers")
     for name, layer in contents.layers.items():
         group = layers.create_group(name)
-        for key in ("k", "stride", "padding", "fixed"):
-            group.attrs[key] = layer[key]
+        for key in ("k", "stride", "padding", "fixed", "atoms", "dictionary_outputs"):
+            if key in layer:
+                group.attrs[key] = layer[key]
         weight = group.create_dataset("weight", data=np.asarray(layer["weight"], dtype=np.float32))
         weight.attrs["fixed"] = bool(layer["fixed"])
         group.create_dataset("bias", data=np.asarray(layer["bias"], dtype=np.float32))
@@ -189,6 +203,9 @@ def read_weights(path):
                 group = f["layers"][name]
                 layers[name] = {"weight": group["weight"][()], "bias": group["bias"][()],
                                 **{k: _plain(group.attrs[k]) for k in ("k", "stride", "padding", "fixed")}}
+                if "atoms" in group.attrs:
+                    layers[name]["atoms"] = np.asarray(group.attrs["atoms"], dtype=np.int64).reshape(-1)
+                    layers[name]["dictionary_outputs"] = int(group.attrs["dictionary_outputs"])
             pre = f["preprocessing"]
             preprocessing = {k: (v if isinstance(v, str) else np.float32(v))
                              for k, v in ((k, _plain(v)) for k, v in pre.attrs.items())}
@@ -214,7 +231,7 @@ def model_from_weights(contents, dtype=np.float32):
     c, _, _ = attrs["input_shape"]
     model = build_model(attrs["model"], in_channels=int(c), num_classes=int(attrs["num_classes"]),
                         seed=int(attrs.get("seed", 0)), dtype=dtype,
-                        dictionary=attrs.get("dictionary") or DEFAULT_DICTIONARY, widths=tuple(attrs["widths"]),
+                        dictionary=attrs.get("dictionary") or LEGACY_DICTIONARY, widths=tuple(attrs["widths"]),
                         dropout=float(attrs.get("dropout", DEFAULT_DROPOUT)))
     for name, conv in model.conv_layers():
         layer = contents.layers.get(name)
@@ -226,7 +243,31 @@ def model_from_weights(contents, dtype=np.float32):
                 raise MinidsError(f"layer {name}.{key} has shape {layer[key].shape} in the file, "
                                   f"the model needs {target[key].shape}")
             target[key][...] = layer[key]
+        if conv.fixed:
+            conv.factors = _file_factors(attrs, name, conv, layer)
     return model
+
+
+def _file_factors(attrs, name, conv, layer):
+    """The Kronecker factors of fixed conv ``conv`` read from a file, or None.
+
+    From the layer's ``atoms`` and ``dictionary_outputs`` (all its columns of
+    a ``c_out``-atom dictionary when absent); None when the dictionary has no
+    factors or they do not reproduce the stored weight (the dense path runs).
+    """
+    outputs = layer.get("dictionary_outputs", conv.c_out)
+    atoms = layer.get("atoms", np.arange(conv.c_out))
+    if len(atoms) != conv.c_out or atoms.min(initial=0) < 0 or atoms.max(initial=0) >= outputs:
+        raise MinidsError(f"layer {name}: atoms do not fit a dictionary of "
+                          f"{outputs} outputs")
+    factors = dictionary_factors(attrs.get("dictionary") or LEGACY_DICTIONARY, outputs,
+                                 conv.c_in, conv.k, atoms)
+    if factors is None:
+        return None
+    weight = np.asarray(layer["weight"], dtype=np.float64)
+    if np.abs(factors.dense() - weight).max() > 1e-6 * max(np.abs(weight).max(), 1e-30):
+        return None
+    return factors
 
 
 def load_model(path, device="cpu"):

@@ -13,9 +13,10 @@ dropout probability p is DESIGN.md's 0.5 unless asked otherwise.
 
 Initialisation (docs/models.md): learned convolutions are He-normal,
 std = sqrt(2 / fan_in), biases zero. A DS-NiN fixed convolution has unit-norm
-atoms, which multiply the second moment of the input by c_in where He's rule
-gives 2, so its weight is the dictionary times the He gain sqrt(2 / c_in):
-activations and the coefficient layers' gradients then keep NiN's scale.
+atoms; its weight is the dictionary times the He gain
+(:func:`minids.dictionary.he_gain`) that gives every output kernel He's
+squared norm 2: activations and the coefficient layers' gradients then keep
+NiN's scale.
 The classifier (cccp6) starts with weights 0.1 × He and bias 1, so the final
 ReLU starts active and the first loss is ln K instead of a saturated softmax
 that kills that ReLU in the first steps.
@@ -23,11 +24,13 @@ that kills that ReLU in the first steps.
 
 import numpy as np
 
-from minids.dictionary import DEFAULT_DICTIONARY, get_dictionary
+from minids.dictionary import (DEFAULT_DICTIONARY, VOLUME_DICTIONARIES, get_dictionary, he_gain,
+                               odct3_factors, odct3_frequencies)
 from minids.errors import MinidsError
 from minids.layers import (AvgPool2d, Conv2d, Dropout, FixedConv2d, GlobalAvgPool, MaxPool2d,
                            ReLU, Sequential)
 from minids.layers.base import as_dtype
+from minids.layers.separable import KroneckerFactors
 
 MODELS = ("nin", "ds-nin")
 
@@ -74,6 +77,20 @@ class Network(Sequential):
         return [convs[i + 1][0] for i, (_, layer) in enumerate(convs[:-1]) if layer.fixed]
 
 
+def dictionary_factors(dictionary, c_out, c_in, k, atoms=None):
+    """The :class:`KroneckerFactors` of a fixed conv's scaled weight, or None.
+
+    Only ``odct3`` (each output one Kronecker-product atom) has them. ``atoms``
+    picks columns of the ``c_out``-atom dictionary (a pruned layer's outputs).
+    """
+    if dictionary not in VOLUME_DICTIONARIES:
+        return None
+    a_c, a_v, a_h = odct3_factors(c_out, c_in, k)
+    factors = KroneckerFactors(a_c * he_gain(dictionary, c_in), a_v, a_h,
+                               odct3_frequencies(c_out, c_in, k))
+    return factors if atoms is None else factors.subset(atoms)
+
+
 def build_model(name, in_channels=3, num_classes=10, seed=0, dtype=np.float32,
                 dictionary=DEFAULT_DICTIONARY, widths=NIN_WIDTHS, dropout=DEFAULT_DROPOUT, rng=None):
     """Build NiN or DS-NiN.
@@ -109,7 +126,8 @@ def build_model(name, in_channels=3, num_classes=10, seed=0, dtype=np.float32,
         c_in, c_out = channels[index], channels[index + 1]
         if fixed and k > 1:
             atoms = make_atoms(c_out, c_in, k, dtype)
-            conv = FixedConv2d(atoms * dtype.type(np.sqrt(2.0 / c_in)), padding=padding, dtype=dtype)
+            conv = FixedConv2d(atoms * dtype.type(he_gain(dictionary, c_in)), padding=padding,
+                               dtype=dtype, factors=dictionary_factors(dictionary, c_out, c_in, k))
         else:
             conv = Conv2d(c_in, c_out, k, padding=padding, dtype=dtype, rng=rng)
         if conv_name == "cccp6":

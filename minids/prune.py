@@ -18,7 +18,9 @@ A DS-NiN block is fixed conv → ReLU → coefficient conv (1×1) → ReLU → n
 Both are exact up to float rounding (the sums just lose zero terms). At
 least one channel of every layer is kept, so the network keeps its shape. A
 pruned fixed convolution is a :class:`~minids.layers.FixedConv2d` whose
-weight is the subset of the dictionary atoms it kept; the pruned network is a
+weight is the subset of the dictionary atoms it kept (with an ``odct3``
+dictionary its factors keep only the channel frequencies and 1-D atoms those
+atoms use, so the factored path computes less); the pruned network is a
 normal :class:`~minids.models.Network` with smaller ``widths``, so it is saved
 and loaded with the weights-file schema v1 unchanged.
 """
@@ -117,6 +119,11 @@ def prune_model(model):
         store = conv.buffers if conv.fixed else conv.params
         store["weight"] = weight
         conv.params["bias"] = bias
+    for step in plan.values():
+        factors = model[step["fixed"]].factors
+        if factors is not None:
+            kept = np.setdiff1d(np.arange(factors.c_out), step["dead_channels"])
+            pruned[step["fixed"]].factors = factors.subset(kept)
     pruned.rng = getattr(model, "rng", pruned.rng)
     for layer in pruned.layers:
         if isinstance(layer, Dropout):

@@ -173,7 +173,7 @@ def test_summary_fields(files):
     s = analyze(load(files[0]))["summary"]
     assert s == {"model": "ds-nin", "dataset": "cifar10", "input_shape": [3, 12, 12],
                  "num_classes": 4, "epoch": 3, "epochs": 3, "test_accuracy": 0.65,
-                 "test_error": 0.35, "dictionary": "odct2", "zeta": 1e-5, "lr": 0.1, "seed": 0}
+                 "test_error": 0.35, "dictionary": "odct3", "zeta": 1e-5, "lr": 0.1, "seed": 0}
     assert analyze(load(files[1]))["summary"]["dictionary"] is None
 
 

@@ -60,15 +60,25 @@ def test_layer_list_and_spatial_sizes():
 
 
 def test_ds_nin_fixed_layers_and_coefficient_layers():
-    model = build_model("ds-nin")
+    model = build_model("ds-nin", dictionary="odct2")
     assert model.fixed_layers() == ["conv1", "conv2", "conv3"]
     assert model.coefficient_layers() == ["cccp1", "cccp3", "cccp5"]
-    # the dictionary times the He gain of unit-norm kernels, sqrt(2 / c_in)
+    # the dictionary times the He gain of unit-norm pair kernels, sqrt(2 / c_in)
     np.testing.assert_array_equal(model["conv2"].weight,
                                   dct_conv_weight(192, 96, 5) * np.float32(np.sqrt(2 / 96)))
     norms = np.sqrt((model["conv1"].weight.astype(np.float64) ** 2).sum(axis=(2, 3)))
     np.testing.assert_allclose(norms, np.sqrt(2 / 3), rtol=1e-6)
     assert build_model("nin").coefficient_layers() == []
+
+
+def test_ds_nin_odct3_is_the_default_and_kernels_have_he_norm():
+    model = build_model("ds-nin")
+    assert model.dictionary == "odct3"
+    # one unit-norm atom per output kernel, times He's gain sqrt(2): squared norm 2
+    for name in model.fixed_layers():
+        weight = model[name].weight.astype(np.float64)
+        norms = np.sqrt((weight ** 2).reshape(weight.shape[0], -1).sum(axis=1))
+        np.testing.assert_allclose(norms, np.sqrt(2.0), rtol=1e-6)
 
 
 def test_ds_nin_training_step_leaves_fixed_weights_bit_identical():

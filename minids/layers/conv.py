@@ -23,6 +23,7 @@ from minids.backend import get_array_module
 from minids.layers import parallel
 from minids.layers.base import Layer, as_dtype, check_rank, swap_nc
 from minids.layers.im2col import col2im, im2col, output_size
+from minids.layers.separable import factored_forward, factored_input_grad
 
 #: largest im2col block (bytes) built at once where the columns need not be kept;
 #: smaller blocks save memory but make BLAS slower (2 blocks of NiN's conv2 at
@@ -145,11 +146,19 @@ class FixedConv2d(Conv2d):
     ``weight`` (c_out, c_in, k, k) is stored as a buffer: it is not in
     ``params``, gets no gradient, and backward does not compute one. This is
     the double-sparsity layer whose weight is a fixed DCT dictionary.
+
+    ``factors`` (a :class:`minids.layers.separable.KroneckerFactors` equal to
+    ``weight``, or None) lets forward and backward run through the weight's
+    Kronecker structure where that needs at most ``1 / MIN_SAVING`` of the
+    dense multiply-adds (:meth:`uses_factors`); the dense ``weight`` stays
+    the reference and gives the same result.
     """
 
     fixed = True
+    #: the factored path is taken where it saves at least this factor of multiply-adds
+    MIN_SAVING = 20
 
-    def __init__(self, weight, stride=1, padding=0, dtype=None):
+    def __init__(self, weight, stride=1, padding=0, dtype=None, factors=None):
         dtype = as_dtype(dtype)
         c_out, c_in, k, k2 = weight.shape
         if k != k2:
@@ -160,3 +169,48 @@ class FixedConv2d(Conv2d):
         xp = get_array_module(weight)
         self.buffers["weight"] = xp.array(weight, dtype=dtype)
         self.params["bias"] = xp.zeros(c_out, dtype=dtype)
+        self.factors = factors
+
+    def dense_multiply_adds(self, h, w):
+        """Multiply-adds per image of the dense forward on an h×w input."""
+        h_out = output_size(h, self.k, self.stride, self.padding)
+        w_out = output_size(w, self.k, self.stride, self.padding)
+        return self.c_out * self.c_in * self.k * self.k * h_out * w_out
+
+    def factored_multiply_adds(self, h, w):
+        """Multiply-adds per image of the factored forward (None without factors)."""
+        if self.factors is None:
+            return None
+        return self.factors.multiply_adds(h, w, self.stride, self.padding)
+
+    def uses_factors(self, h, w):
+        """True when forward on an h×w input runs through the factors."""
+        factored = self.factored_multiply_adds(h, w)
+        return factored is not None and factored * self.MIN_SAVING <= self.dense_multiply_adds(h, w)
+
+    def forward(self, x, train=True):
+        check_rank(self, x)
+        if x.shape[1] != self.c_in:
+            raise ValueError(f"{self!r} expects {self.c_in} input channels, "
+                             f"got shape {tuple(x.shape)}")
+        n, _, h, w = x.shape
+        if not self.uses_factors(h, w):
+            return super().forward(x, train)
+        if h + 2 * self.padding < self.k or w + 2 * self.padding < self.k:
+            raise ValueError(f"{self!r}: input {tuple(x.shape)} is smaller than the kernel")
+        y = factored_forward(self.factors, swap_nc(x), self.stride, self.padding)
+        y += self.bias[:, None, None, None]
+        self._cache = ("factored", swap_nc(x).shape) if train else None
+        return swap_nc(y)
+
+    def backward(self, dy):
+        if self._cache is None or self._cache[0] != "factored":
+            return super().backward(dy)
+        _, x_shape_cn = self._cache
+        self._cache = None
+        xp = get_array_module(dy)
+        dy_cn = xp.ascontiguousarray(swap_nc(dy))
+        self.grads["bias"] = dy_cn.reshape(self.c_out, -1).sum(axis=1)
+        if not self.needs_input_grad:
+            return None
+        return swap_nc(factored_input_grad(self.factors, dy_cn, x_shape_cn, self.stride, self.padding))

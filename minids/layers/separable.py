@@ -1,0 +1,157 @@
+"""A fixed convolution computed through its Kronecker structure.
+
+When every output kernel is ``g · a_c[:, i_c(o)] ⊗ a_v[:, i_v(o)] ⊗ a_h[:, i_h(o)]``
+(the ``odct3`` dictionary), the convolution factors exactly into three
+linear maps (docs/performance.md, "Structured fixed convolutions"):
+
+1. a channel DCT: ``z = a_cᵀ x``, a 1×1 convolution from c_in maps to the
+   U channel frequencies the outputs use;
+2. a vertical 1-D filter bank: every map of ``z`` filtered by the V
+   vertical atoms (k taps, stride, zero padding);
+3. a horizontal 1-D filter bank: every map of step 2 filtered by the H
+   horizontal atoms.
+
+Step 3 yields the U·V·H products; output channel ``o`` is the product
+``(i_c(o), i_v(o), i_h(o))``. The input gradient is the adjoint of the three
+steps in reverse order. Each 1-D bank is one GEMM on k stacked shifted views
+(the 1-D im2col), so NumPy and CuPy run the same code.
+"""
+
+import numpy as np
+
+from minids.backend import get_array_module
+from minids.layers import parallel
+from minids.layers.im2col import output_size
+
+
+class KroneckerFactors:
+    """The factors of a fixed convolution whose kernels are Kronecker products.
+
+    Args:
+        a_c: (c_in, U) channel atoms, the kernel gain folded in.
+        a_v: (k, V) vertical atoms; a_h: (k, H) horizontal atoms.
+        frequencies: (c_out, 3) ints, row o = (u, v, h) indices into the
+            columns of a_c, a_v, a_h.
+        atoms: (c_out,) ints, the column of the full dictionary that output o
+            is (default 0 .. c_out-1); ``full_outputs``: that dictionary's
+            number of columns (default c_out). A pruned layer keeps a subset.
+
+    All arrays are float64 NumPy on the host; :meth:`arrays` casts them to
+    the dtype and device of a layer's input.
+    """
+
+    def __init__(self, a_c, a_v, a_h, frequencies, atoms=None, full_outputs=None):
+        self.a_c, self.a_v, self.a_h = (np.asarray(a, dtype=np.float64) for a in (a_c, a_v, a_h))
+        self.frequencies = np.asarray(frequencies, dtype=np.int64).reshape(-1, 3)
+        count = self.frequencies.shape[0]
+        self.atoms = np.arange(count) if atoms is None else np.asarray(atoms, dtype=np.int64)
+        self.full_outputs = count if full_outputs is None else int(full_outputs)
+        u, v, h = self.frequencies.T
+        sizes = (self.a_c.shape[1], self.a_v.shape[1], self.a_h.shape[1])
+        #: row of the (H·V·U)-row product matrix that holds output o
+        self.rows = (h * sizes[1] + v) * sizes[0] + u
+        self._device = {}
+
+    @property
+    def c_out(self):
+        return self.frequencies.shape[0]
+
+    @property
+    def c_in(self):
+        return self.a_c.shape[0]
+
+    @property
+    def k(self):
+        return self.a_v.shape[0]
+
+    def dense(self):
+        """The (c_out, c_in, k, k) float64 weight these factors compute."""
+        u, v, h = self.frequencies.T
+        return np.einsum("co,yo,xo->ocyx", self.a_c[:, u], self.a_v[:, v], self.a_h[:, h])
+
+    def subset(self, outputs):
+        """The factors of the outputs ``outputs`` (indices) only, with every channel
+        frequency and 1-D atom that none of them uses dropped."""
+        picked = self.frequencies[np.asarray(outputs, dtype=np.int64)]
+        kept = [np.unique(picked[:, axis]) for axis in range(3)]
+        renumbered = np.stack([np.searchsorted(kept[axis], picked[:, axis]) for axis in range(3)],
+                              axis=1)
+        return KroneckerFactors(self.a_c[:, kept[0]], self.a_v[:, kept[1]], self.a_h[:, kept[2]],
+                                renumbered, self.atoms[np.asarray(outputs, dtype=np.int64)],
+                                self.full_outputs)
+
+    def multiply_adds(self, h, w, stride, padding):
+        """Multiply-adds per image of the factored forward on an h×w input."""
+        k, (c_in, n_u), n_v, n_h = self.k, self.a_c.shape, self.a_v.shape[1], self.a_h.shape[1]
+        h_out, w_out = output_size(h, k, stride, padding), output_size(w, k, stride, padding)
+        return (c_in * n_u * h * w + n_u * n_v * k * h_out * (w + 2 * padding)
+                + n_u * n_v * n_h * k * h_out * w_out)
+
+    def arrays(self, xp, dtype):
+        """(a_c, a_v, a_h, rows) on the device of ``xp`` in ``dtype`` (cached)."""
+        key = (xp.__name__, np.dtype(dtype).str)
+        if key not in self._device:
+            self._device[key] = tuple(xp.asarray(a, dtype=dtype) for a in (self.a_c, self.a_v, self.a_h)) \
+                + (xp.asarray(self.rows),)
+        return self._device[key]
+
+
+def _taps(k, stride, count):
+    """Slices of the k shifted views: tap t reads t, t + stride, ..., (count values)."""
+    return [slice(t, t + stride * (count - 1) + 1, stride) for t in range(k)]
+
+
+def factored_forward(factors, x_cn, stride, padding):
+    """Forward of the factored convolution, without bias.
+
+    Args:
+        factors: :class:`KroneckerFactors`.
+        x_cn: (c_in, N, H, W) input (channel-major; any strides).
+        stride, padding: as the dense convolution's.
+    Returns:
+        (c_out, N, H_out, W_out) C-contiguous output.
+    """
+    xp = get_array_module(x_cn)
+    a_c, a_v, a_h, rows = factors.arrays(xp, x_cn.dtype)
+    c_in, n, h, w = x_cn.shape
+    k, p = factors.k, padding
+    h_out, w_out = output_size(h, k, stride, p), output_size(w, k, stride, p)
+    n_u, n_v, n_h = a_c.shape[1], a_v.shape[1], a_h.shape[1]
+    z = parallel.matmul(a_c.T, xp.ascontiguousarray(x_cn).reshape(c_in, -1))
+    z_pad = xp.zeros((n_u, n, h + 2 * p, w + 2 * p), dtype=x_cn.dtype)
+    z_pad[:, :, p:p + h, p:p + w] = z.reshape(n_u, n, h, w)
+    rows_v = xp.stack([z_pad[:, :, tap] for tap in _taps(k, stride, h_out)])
+    vertical = parallel.matmul(a_v.T, rows_v.reshape(k, -1)).reshape(n_v, n_u, n, h_out, w + 2 * p)
+    cols_h = xp.stack([vertical[..., tap] for tap in _taps(k, stride, w_out)])
+    products = parallel.matmul(a_h.T, cols_h.reshape(k, -1))  # (H, V·U·N·H_out·W_out)
+    products = products.reshape(n_h * n_v * n_u, n * h_out * w_out)
+    return xp.take(products, rows, axis=0).reshape(factors.c_out, n, h_out, w_out)
+
+
+def factored_input_grad(factors, dy_cn, x_shape_cn, stride, padding):
+    """Input gradient of :func:`factored_forward` (its adjoint).
+
+    Args:
+        dy_cn: (c_out, N, H_out, W_out) output gradient (channel-major).
+        x_shape_cn: (c_in, N, H, W) of the forward input.
+    Returns:
+        (c_in, N, H, W) C-contiguous input gradient.
+    """
+    xp = get_array_module(dy_cn)
+    a_c, a_v, a_h, rows = factors.arrays(xp, dy_cn.dtype)
+    c_in, n, h, w = x_shape_cn
+    _, _, h_out, w_out = dy_cn.shape
+    k, p = factors.k, padding
+    n_u, n_v, n_h = a_c.shape[1], a_v.shape[1], a_h.shape[1]
+    d_products = xp.zeros((n_h * n_v * n_u, n * h_out * w_out), dtype=dy_cn.dtype)
+    d_products[rows] = dy_cn.reshape(factors.c_out, -1)
+    d_cols_h = parallel.matmul(a_h, d_products.reshape(n_h, -1)).reshape(k, n_v, n_u, n, h_out, w_out)
+    d_vertical = xp.zeros((n_v, n_u, n, h_out, w + 2 * p), dtype=dy_cn.dtype)
+    for t, tap in enumerate(_taps(k, stride, w_out)):
+        d_vertical[..., tap] += d_cols_h[t]
+    d_rows_v = parallel.matmul(a_v, d_vertical.reshape(n_v, -1)).reshape(k, n_u, n, h_out, w + 2 * p)
+    d_z_pad = xp.zeros((n_u, n, h + 2 * p, w + 2 * p), dtype=dy_cn.dtype)
+    for t, tap in enumerate(_taps(k, stride, h_out)):
+        d_z_pad[:, :, tap] += d_rows_v[t]
+    d_z = xp.ascontiguousarray(d_z_pad[:, :, p:p + h, p:p + w]).reshape(n_u, -1)
+    return parallel.matmul(a_c, d_z).reshape(c_in, n, h, w)
