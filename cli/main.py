@@ -13,6 +13,7 @@ import importlib
 import click
 
 from minids import __version__
+from minids.allocator import keep_freed_memory
 from minids.errors import MinidsError
 
 # command name -> (module under cli/, attribute, one-line help)
@@ -64,4 +65,11 @@ def _one_line(err):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="minids")
 def main():
-    """minids: double-sparsity Network-in-Network on NumPy and CuPy."""
+    """minids: double-sparsity Network-in-Network on NumPy and CuPy.
+
+    \b
+    Environment: MINIDS_THREADS (CPU threads, default all cores),
+    MINIDS_DATA (data folder), MINIDS_MALLOC=default (keep glibc's
+    allocator thresholds; see docs/performance.md).
+    """
+    keep_freed_memory()

@@ -288,15 +288,30 @@ DEFAULT_DICTIONARY = "odct3"
 VOLUME_DICTIONARIES = ("odct3",)
 
 
-def he_gain(dictionary, c_in):
-    """Factor that scales a dictionary's unit-norm atoms to He's second moment.
+def he_gain(dictionary, weight, rectified_input):
+    """Factor that scales a dictionary's unit-norm atoms to keep He's second moment.
 
-    He's rule gives every output kernel a squared norm of 2 (in expectation).
-    An ``odct3`` kernel is one unit-norm atom, so its gain is sqrt(2); an
-    odct2-family kernel holds ``c_in`` unit-norm atoms, so its gain is
-    sqrt(2 / c_in). See docs/models.md.
+    Args:
+        dictionary: the dictionary's name.
+        weight: its (c_out, c_in, k, k) unscaled atoms.
+        rectified_input: True when the layer's input comes out of a ReLU
+            (every fixed layer of DS-NiN but the first).
+
+    He's rule gives every output a second moment of twice the input's, which
+    the ReLU after it halves. An odct2-family kernel holds ``c_in`` unit-norm
+    atoms: gain sqrt(2 / c_in), as for zero-mean inputs. An ``odct3`` kernel
+    is one unit-norm atom a: for a zero-mean input the gain is sqrt(2); for a
+    rectified input x = relu(z), z ~ N(0, s²), E[x]² = E[x²] / π, so
+    E[(a·x)²] = E[x²] ((1 - 1/π) + (Σa)² / π), and the gain is
+    sqrt(2 / ((1 - 1/π) + mean over outputs of (Σa)² / π)). See docs/models.md.
     """
-    return np.sqrt(2.0) if dictionary in VOLUME_DICTIONARIES else np.sqrt(2.0 / c_in)
+    c_in = weight.shape[1]
+    if dictionary not in VOLUME_DICTIONARIES:
+        return np.sqrt(2.0 / c_in)
+    if not rectified_input:
+        return np.sqrt(2.0)
+    sums = np.asarray(weight, dtype=np.float64).reshape(weight.shape[0], -1).sum(axis=1)
+    return np.sqrt(2.0 / ((1.0 - 1.0 / np.pi) + np.mean(sums ** 2) / np.pi))
 
 
 def get_dictionary(name):

@@ -25,7 +25,7 @@ import numpy as np
 from minids.backend import to_device, to_host
 from minids.layers import (AvgPool2d, Conv2d, Dropout, FixedConv2d, GlobalAvgPool, MaxPool2d,
                            ReLU, SoftmaxNLL)
-from minids.models import build_model
+from minids.models import build_model, dictionary_factors
 
 TOLERANCE = 1e-6
 STEP = 1e-5
@@ -203,6 +203,17 @@ def _conv(*args, **kwargs):
     return lambda rng: Conv2d(*args, dtype=np.float64, rng=rng, **kwargs)
 
 
+def _factored(c_out, c_in, k, stride=1, padding=0):
+    """Builder of an odct3 fixed convolution that always runs through its factors."""
+    def build(rng):
+        factors = dictionary_factors("odct3", c_out, c_in, k, gain=1.5)
+        layer = FixedConv2d(factors.dense(), stride=stride, padding=padding, dtype=np.float64,
+                            factors=factors)
+        layer.MIN_SAVING = 0  # the factored path whatever it saves
+        return layer
+    return build
+
+
 CASES = [
     Case("conv3x3 pad1", _conv(3, 4, 3, padding=1), normal(2, 3, 7, 7)),
     Case("conv5x5 stride2 pad2 odd", _conv(3, 5, 5, stride=2, padding=2), normal(2, 3, 9, 7)),
@@ -211,6 +222,10 @@ CASES = [
     Case("fixedconv5x5 pad2",
          lambda rng: FixedConv2d(rng.standard_normal((4, 3, 5, 5)), padding=2, dtype=np.float64),
          normal(2, 3, 7, 7)),
+    Case("fixedconv5x5 pad2 odct3 factored", _factored(9, 4, 5, padding=2), normal(2, 4, 7, 6)),
+    Case("fixedconv3x3 stride2 pad1 odct3 factored", _factored(7, 3, 3, stride=2, padding=1),
+         normal(2, 3, 7, 8)),
+    Case("fixedconv5x5 1-channel odct3 factored", _factored(6, 1, 5), normal(2, 1, 7, 7)),
     Case("relu", lambda rng: ReLU(), away_from_zero(2, 3, 5, 5)),
     Case("maxpool3/2 ceil", lambda rng: MaxPool2d(3, 2, ceil_mode=True), distinct(2, 3, 8, 8)),
     Case("maxpool3/2 ceil odd", lambda rng: MaxPool2d(3, 2, ceil_mode=True), distinct(2, 2, 7, 9)),

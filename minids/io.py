@@ -252,7 +252,8 @@ def _file_factors(attrs, name, conv, layer):
     """The Kronecker factors of fixed conv ``conv`` read from a file, or None.
 
     From the layer's ``atoms`` and ``dictionary_outputs`` (all its columns of
-    a ``c_out``-atom dictionary when absent); None when the dictionary has no
+    a ``c_out``-atom dictionary when absent) and the gain of the stored
+    weight's unit-norm atoms; None when the dictionary has no
     factors or they do not reproduce the stored weight (the dense path runs).
     """
     outputs = layer.get("dictionary_outputs", conv.c_out)
@@ -260,11 +261,12 @@ def _file_factors(attrs, name, conv, layer):
     if len(atoms) != conv.c_out or atoms.min(initial=0) < 0 or atoms.max(initial=0) >= outputs:
         raise MinidsError(f"layer {name}: atoms do not fit a dictionary of "
                           f"{outputs} outputs")
+    weight = np.asarray(layer["weight"], dtype=np.float64)
+    gain = np.sqrt((weight ** 2).sum() / conv.c_out)  # every output atom has norm ``gain``
     factors = dictionary_factors(attrs.get("dictionary") or LEGACY_DICTIONARY, outputs,
-                                 conv.c_in, conv.k, atoms)
+                                 conv.c_in, conv.k, gain, atoms)
     if factors is None:
         return None
-    weight = np.asarray(layer["weight"], dtype=np.float64)
     if np.abs(factors.dense() - weight).max() > 1e-6 * max(np.abs(weight).max(), 1e-30):
         return None
     return factors

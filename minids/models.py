@@ -77,8 +77,8 @@ class Network(Sequential):
         return [convs[i + 1][0] for i, (_, layer) in enumerate(convs[:-1]) if layer.fixed]
 
 
-def dictionary_factors(dictionary, c_out, c_in, k, atoms=None):
-    """The :class:`KroneckerFactors` of a fixed conv's scaled weight, or None.
+def dictionary_factors(dictionary, c_out, c_in, k, gain, atoms=None):
+    """The :class:`KroneckerFactors` of a fixed conv's weight (atoms × ``gain``), or None.
 
     Only ``odct3`` (each output one Kronecker-product atom) has them. ``atoms``
     picks columns of the ``c_out``-atom dictionary (a pruned layer's outputs).
@@ -86,9 +86,10 @@ def dictionary_factors(dictionary, c_out, c_in, k, atoms=None):
     if dictionary not in VOLUME_DICTIONARIES:
         return None
     a_c, a_v, a_h = odct3_factors(c_out, c_in, k)
-    factors = KroneckerFactors(a_c * he_gain(dictionary, c_in), a_v, a_h,
+    factors = KroneckerFactors(a_c * gain, a_v, a_h,
                                odct3_frequencies(c_out, c_in, k))
-    return factors if atoms is None else factors.subset(atoms)
+    # only the channel frequencies and 1-D atoms that the kept outputs use
+    return factors.subset(np.arange(c_out) if atoms is None else atoms)
 
 
 def build_model(name, in_channels=3, num_classes=10, seed=0, dtype=np.float32,
@@ -126,8 +127,9 @@ def build_model(name, in_channels=3, num_classes=10, seed=0, dtype=np.float32,
         c_in, c_out = channels[index], channels[index + 1]
         if fixed and k > 1:
             atoms = make_atoms(c_out, c_in, k, dtype)
-            conv = FixedConv2d(atoms * dtype.type(he_gain(dictionary, c_in)), padding=padding,
-                               dtype=dtype, factors=dictionary_factors(dictionary, c_out, c_in, k))
+            gain = he_gain(dictionary, make_atoms(c_out, c_in, k, np.float64), rectified_input=index > 0)
+            conv = FixedConv2d(atoms * dtype.type(gain), padding=padding, dtype=dtype,
+                               factors=dictionary_factors(dictionary, c_out, c_in, k, gain))
         else:
             conv = Conv2d(c_in, c_out, k, padding=padding, dtype=dtype, rng=rng)
         if conv_name == "cccp6":

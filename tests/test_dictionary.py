@@ -190,3 +190,66 @@ def test_dc_has_full_rank_and_passes_smooth_inputs_that_odct2_blocks():
     # constant all-ones input are centred (mean of the row sums small against their spread)
     responses = sums_dc.sum(axis=1)
     assert abs(responses.mean()) < 0.5 * responses.std()
+
+
+def hand_odct3_weight(c_out, c_in, k):
+    """odct3 written out from its formula: per-axis atom counts, the Kronecker
+    product as nested loops over (channel, row, column), the first c_out columns."""
+    if c_in == 1:
+        m = math.ceil(math.sqrt(c_out))
+        counts = (1, m, m)
+    else:
+        volume = c_in * k * k
+        counts = tuple(math.ceil((c_out * math.sqrt(d ** 3 / volume)) ** (1 / 3)) for d in (c_in, k, k))
+    n_c, n_v, n_h = counts
+    weight = np.zeros((c_out, c_in, k, k))
+    for o in range(c_out):
+        i_c, rest = divmod(o, n_v * n_h)  # column (i_c, i_v, i_h), i_c slowest
+        i_v, i_h = divmod(rest, n_h)
+        channel = [1.0] if c_in == 1 else hand_atom_1d(c_in, n_c, i_c)
+        vertical, horizontal = hand_atom_1d(k, n_v, i_v), hand_atom_1d(k, n_h, i_h)
+        for c in range(c_in):
+            for y in range(k):
+                for x in range(k):
+                    weight[o, c, y, x] = channel[c] * vertical[y] * horizontal[x]
+    return counts, weight
+
+
+@pytest.mark.parametrize("c_out,c_in,k,counts,rank", [
+    (192, 3, 5, (5, 7, 7), 75), (192, 96, 5, (16, 4, 4), 192), (192, 192, 3, (24, 3, 3), 192),
+    (192, 1, 5, (1, 14, 14), 25)])
+def test_odct3_matches_the_formula_written_out(c_out, c_in, k, counts, rank):
+    from minids.dictionary import odct3_atoms_per_axis, odct3_conv_weight
+    hand_counts, hand = hand_odct3_weight(c_out, c_in, k)
+    assert hand_counts == counts  # DESIGN's (5,7,7), (16,4,4), (24,3,3) and the 2-D rule's 14x14
+    assert odct3_atoms_per_axis(c_out, c_in, k) == counts
+    weight = odct3_conv_weight(c_out, c_in, k, np.float64)
+    assert weight.shape == (c_out, c_in, k, k) and weight.dtype == np.float64
+    np.testing.assert_allclose(weight, hand, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(np.linalg.norm(weight.reshape(c_out, -1), axis=1), 1.0, rtol=1e-14)
+    assert np.linalg.matrix_rank(weight.reshape(c_out, -1)) == rank
+    np.testing.assert_array_equal(odct3_conv_weight(c_out, c_in, k), weight.astype(np.float32))
+
+
+def test_odct3_is_the_default_and_odct2_family_stays():
+    from minids.dictionary import DEFAULT_DICTIONARY
+    assert DEFAULT_DICTIONARY == "odct3"
+    assert {"odct3", "odct2", "odct2-mixed", "odct2-dc"} <= set(DICTIONARIES)
+
+
+def test_he_gain_for_zero_mean_and_rectified_inputs():
+    from minids.dictionary import he_gain
+    # zero-mean input: every output kernel gets He's squared norm 2
+    for name, c_in in (("odct3", 96), ("odct3", 1), ("odct2", 96), ("odct2-dc", 3)):
+        atoms = get_dictionary(name)(192, c_in, 5, np.float64)
+        weight = atoms * he_gain(name, atoms, rectified_input=False)
+        np.testing.assert_allclose((weight ** 2).reshape(192, -1).sum(axis=1), 2.0, rtol=1e-12)
+    # rectified input: only odct3's all-constant atom 0 has a non-zero sum, sqrt(c_in k k);
+    # the average second moment ((1 - 1/pi) g^2 + g^2 S / (pi c_out)) must be 2
+    atoms = get_dictionary("odct3")(192, 96, 5, np.float64)
+    assert math.isclose(atoms[0].sum(), math.sqrt(96 * 25), rel_tol=1e-12)
+    np.testing.assert_allclose(atoms[1:].reshape(191, -1).sum(axis=1), 0.0, atol=1e-12)
+    gain = he_gain("odct3", atoms, rectified_input=True)
+    assert math.isclose(gain ** 2 * ((1 - 1 / math.pi) + 96 * 25 / (math.pi * 192)), 2.0, rel_tol=1e-12)
+    odct2 = get_dictionary("odct2")(192, 96, 5, np.float64)
+    assert he_gain("odct2", odct2, rectified_input=True) == np.sqrt(2.0 / 96)  # unchanged rule

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from minids.data import prepare
-from minids.dictionary import dct_conv_weight
+from minids.dictionary import odct3_conv_weight
 from minids.errors import MinidsError
 from minids.io import load_model, read_weights, write_weights
 from minids.train import TrainConfig, train
@@ -27,7 +27,7 @@ def test_schema_with_plain_h5py(run):
     with h5py.File(run.out, "r") as f:
         a = f.attrs
         assert a["format"] == "minids-weights" and a["schema_version"] == 1
-        assert a["model"] == "ds-nin" and a["dictionary"] == "odct2" and a["dataset"] == "fashion-mnist-mini"
+        assert a["model"] == "ds-nin" and a["dictionary"] == "odct3" and a["dataset"] == "fashion-mnist-mini"
         assert list(a["input_shape"]) == [1, 28, 28] and a["num_classes"] == 10
         assert list(a["widths"]) == list(TINY)
         assert a["epoch"] == 2 and a["epochs"] == 2 and a["seed"] == 3 and a["batch_size"] == 32
@@ -48,10 +48,12 @@ def test_schema_with_plain_h5py(run):
             np.testing.assert_array_equal(g["weight"][()], conv.weight)
             np.testing.assert_array_equal(g["bias"][()], conv.bias)
             assert g.attrs["k"] == g["weight"].shape[2] == g["weight"].shape[3]
-        # The fixed weights are the DCT dictionary times the He gain sqrt(2 / c_in).
-        w = f["layers/conv2/weight"][()]
-        atoms = dct_conv_weight(w.shape[0], w.shape[1], w.shape[2], np.float32)
-        np.testing.assert_array_equal(w, atoms * np.float32(np.sqrt(2.0 / w.shape[1])))
+        # The fixed weights are the odct3 dictionary times one gain per layer.
+        w = f["layers/conv2/weight"][()].astype(np.float64)
+        atoms = odct3_conv_weight(w.shape[0], w.shape[1], w.shape[2], np.float64)
+        gain = np.linalg.norm(w.reshape(w.shape[0], -1), axis=1)
+        np.testing.assert_allclose(gain, gain[0], rtol=1e-6)
+        np.testing.assert_allclose(w, atoms * gain[0], rtol=0, atol=1e-6 * gain[0])
         # History: one float64 entry per epoch for every documented column.
         for col in ("epoch", "lr", "train_loss", "train_error", "test_error", "sparsity_cccp1",
                     "sparsity_cccp3", "sparsity_cccp5", "sparsity", "seconds", "images_per_second"):

@@ -1,10 +1,13 @@
 """NiN and DS-NiN: architecture, parameter counts (paper Figure 4), fixed weights."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from cli.main import main
+from minids.data import MINI_FILE
 from minids.dictionary import dct_conv_weight
 from minids.errors import MinidsError
 from minids.layers import Conv2d, SoftmaxNLL
@@ -74,11 +77,18 @@ def test_ds_nin_fixed_layers_and_coefficient_layers():
 def test_ds_nin_odct3_is_the_default_and_kernels_have_he_norm():
     model = build_model("ds-nin")
     assert model.dictionary == "odct3"
-    # one unit-norm atom per output kernel, times He's gain sqrt(2): squared norm 2
     for name in model.fixed_layers():
-        weight = model[name].weight.astype(np.float64)
-        norms = np.sqrt((weight ** 2).reshape(weight.shape[0], -1).sum(axis=1))
-        np.testing.assert_allclose(norms, np.sqrt(2.0), rtol=1e-6)
+        weight = model[name].weight.astype(np.float64).reshape(192, -1)
+        norms = np.sqrt((weight ** 2).sum(axis=1))
+        if name == "conv1":  # zero-mean input: He's squared norm 2
+            np.testing.assert_allclose(norms, np.sqrt(2.0), rtol=1e-6)
+            continue
+        # rectified input x = relu(z), z ~ N(0, 1): E[x] = 1/sqrt(2 pi), E[x^2] = 1/2; every
+        # output's second moment Var(x)|a|^2 + E[x]^2 (sum a)^2, averaged, is twice E[x^2]
+        mean, second = 1 / np.sqrt(2 * np.pi), 0.5
+        moments = (second - mean ** 2) * norms ** 2 + mean ** 2 * weight.sum(axis=1) ** 2
+        np.testing.assert_allclose(moments.mean(), 2 * second, rtol=1e-5)
+        np.testing.assert_allclose(norms, norms[0], rtol=1e-6)  # one gain for the layer
 
 
 def test_ds_nin_training_step_leaves_fixed_weights_bit_identical():
@@ -103,7 +113,10 @@ def test_initialisation_keeps_logits_in_a_sane_range():
 
 
 def test_classifier_starts_with_live_relu_and_near_uniform_softmax():
-    x = np.random.default_rng(2).standard_normal((16, 1, 28, 28)).astype(np.float32)
+    # 16 real images of the embedded set, normalised as training does
+    with np.load(Path(__file__).parents[1] / "minids" / "data" / MINI_FILE) as mini:
+        x = mini["train_images"][:16].reshape(16, 1, 28, 28).astype(np.float32)
+    x = (x - x.mean()) / x.std()
     for name in ("nin", "ds-nin"):
         model = build_model(name, in_channels=1, seed=4)
         np.testing.assert_array_equal(model["cccp6"].bias, np.ones(10, np.float32))

@@ -49,7 +49,7 @@ def test_cli_trains_ds_nin_on_real_fashion_mnist(tmp_path):
     result = invoke("--train-size", "320", "--test-size", "100", "--epochs", "2", "--batch-size", "32",
                     "--lr", "0.01", "--lr-schedule", "constant", "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert "ds-nin (odct2) on fashion-mnist-mini: 320 train / 100 test" in result.output
+    assert "ds-nin (odct3) on fashion-mnist-mini: 320 train / 100 test" in result.output
     assert "epoch 1 10/10 batches" in result.output  # plain progress lines off a terminal
     with h5py.File(out, "r") as f:
         loss = f["history/train_loss"][()]
@@ -211,7 +211,7 @@ def test_resume_refuses_other_runs_and_non_weights(tmp_path):
                           "--model ds-nin", "not nin")
     assert_one_line_error(invoke("--resume", str(out), "--data", "fashion-mnist"), "--data fashion-mnist-mini")
     assert_one_line_error(invoke("--resume", str(out), "--lr", "0.5"), "--lr 0.02")
-    assert_one_line_error(invoke("--resume", str(out), "--dictionary", "odct2-mixed"), "--dictionary odct2")
+    assert_one_line_error(invoke("--resume", str(out), "--dictionary", "odct2-mixed"), "--dictionary odct3")
     assert_one_line_error(invoke("--resume", str(out), "--shrink", "weights"), "--shrink all")
     assert_one_line_error(invoke("--resume", str(out), "--zeta-schedule", "follow-lr"), "--zeta-schedule constant")
     assert_one_line_error(invoke("--resume", str(out), "--dropout", "0"), "--dropout 0.5", "not 0.0")

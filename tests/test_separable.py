@@ -1,0 +1,154 @@
+"""The odct3 fixed convolution computed through its Kronecker factors.
+
+References are written in the test: a direct convolution by nested sums over
+the taps, and its adjoint checked by the inner-product identity; never the
+layer's own dense path.
+"""
+
+import h5py
+import numpy as np
+import pytest
+
+from minids.backend import gpu_available
+from minids.io import layer_arrays, model_from_weights, read_weights
+from minids.layers import FixedConv2d
+from minids.models import build_model, dictionary_factors
+from minids.prune import prune_model
+
+
+def direct_conv(x, w, stride, padding):
+    """y[n, o, r, c] = sum_{i, t, s} w[o, i, t, s] x_pad[n, i, r*stride + t, c*stride + s]."""
+    n, c_in, h, wd = x.shape
+    c_out, _, k, _ = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    h_out, w_out = (h + 2 * padding - k) // stride + 1, (wd + 2 * padding - k) // stride + 1
+    y = np.zeros((n, c_out, h_out, w_out))
+    for t in range(k):
+        for s in range(k):
+            patch = xp[:, :, t:t + stride * (h_out - 1) + 1:stride, s:s + stride * (w_out - 1) + 1:stride]
+            y += np.einsum("nirc,oi->norc", patch, w[:, :, t, s])
+    return y
+
+
+def factored_layer(c_out, c_in, k, stride, padding, dtype, gain=1.3):
+    factors = dictionary_factors("odct3", c_out, c_in, k, gain)
+    layer = FixedConv2d(factors.dense(), stride=stride, padding=padding, dtype=dtype, factors=factors)
+    layer.MIN_SAVING = 0
+    return layer
+
+
+SHAPES = [(192, 96, 5, 1, 2, 9), (192, 192, 3, 1, 1, 6), (192, 3, 5, 1, 2, 10),
+          (40, 1, 5, 1, 2, 9), (13, 4, 3, 2, 1, 7), (10, 3, 3, 1, 0, 6)]
+
+
+@pytest.mark.parametrize("c_out,c_in,k,stride,padding,size", SHAPES)
+def test_factored_forward_and_input_gradient_equal_the_direct_convolution(c_out, c_in, k, stride,
+                                                                         padding, size):
+    rng = np.random.default_rng(0)
+    layer = factored_layer(c_out, c_in, k, stride, padding, np.float64)
+    weight = np.asarray(layer.weight)
+    x = rng.standard_normal((3, c_in, size, size + 1))
+    y = layer.forward(x)
+    reference = direct_conv(x, weight, stride, padding) + np.asarray(layer.bias)[:, None, None]
+    assert np.abs(y - reference).max() <= 1e-12 * np.abs(reference).max()
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    # the adjoint: <conv(v), dy> = <v, conv^T(dy)> for every v, so dx is the input gradient
+    for _ in range(2):
+        v = rng.standard_normal(x.shape)
+        lhs, rhs = (direct_conv(v, weight, stride, padding) * dy).sum(), (v * dx).sum()
+        assert abs(lhs - rhs) <= 1e-12 * np.abs(dy).sum() * np.abs(weight).max() * k * k
+    np.testing.assert_allclose(layer.grads["bias"], dy.sum(axis=(0, 2, 3)), rtol=1e-12)
+
+
+def test_factored_float32_within_1e5_of_float64():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 96, 16, 16))
+    exact = factored_layer(192, 96, 5, 1, 2, np.float64)
+    single = factored_layer(192, 96, 5, 1, 2, np.float32)
+    reference = direct_conv(x, np.asarray(exact.weight), 1, 2)
+    y = single.forward(x.astype(np.float32))
+    assert y.dtype == np.float32
+    assert np.abs(y - reference).max() <= 1e-5 * np.abs(reference).max()
+    dy = rng.standard_normal(y.shape)
+    dx64 = exact.forward(x) is not None and exact.backward(dy)
+    dx32 = single.backward(dy.astype(np.float32))
+    assert np.abs(dx32 - dx64).max() <= 1e-5 * np.abs(dx64).max()
+
+
+def test_ds_nin_odct3_takes_the_factored_path_where_it_pays():
+    model = build_model("ds-nin", in_channels=3)
+    sizes = {"conv1": 32, "conv2": 16, "conv3": 8}
+    for name, size in sizes.items():
+        assert model[name].factors is not None
+    # conv2 and conv3 save >= 20x the multiply-adds; conv1 on 3 channels saves ~12x: dense
+    assert not model["conv1"].uses_factors(32, 32)
+    assert model["conv2"].uses_factors(16, 16) and model["conv3"].uses_factors(8, 8)
+    # the factors are the stored dense weight
+    for name in sizes:
+        np.testing.assert_allclose(model[name].factors.dense(), model[name].weight, rtol=0, atol=1e-6)
+    x = np.random.default_rng(2).standard_normal((2, 96, 16, 16)).astype(np.float32)
+    model["conv2"].forward(x)
+    assert model["conv2"]._cache[0] == "factored"
+    assert build_model("ds-nin", dictionary="odct2-dc")["conv2"].factors is None
+
+
+def test_pruned_factors_keep_only_the_frequencies_the_kept_atoms_use():
+    factors = dictionary_factors("odct3", 192, 96, 5, 1.0)  # (16, 4, 4) per axis, 12 used channels
+    assert factors.a_c.shape == (96, 12)
+    kept = np.array([0, 5, 17, 18, 100])  # channel frequencies 0, 1, 6; vertical 0, 1, 0, 0, 1
+    sub = factors.subset(kept)
+    np.testing.assert_array_equal(sub.dense(), factors.dense()[kept])
+    assert sub.a_c.shape[1] == 3 and sub.a_v.shape[1] == 2
+    np.testing.assert_array_equal(sub.atoms, kept)
+    h, w = 16, 16
+    assert sub.multiply_adds(h, w, 1, 2) < factors.multiply_adds(h, w, 1, 2) / 3
+
+
+def test_prune_carries_factors_and_a_reload_rebuilds_them(tmp_path):
+    model = build_model("ds-nin", in_channels=1, num_classes=10, seed=0)
+    cccp3 = model["cccp3"].params["weight"]
+    cccp3[:, 10:150] = 0  # fixed channels 10..149 of conv2 feed nothing: dead
+    pruned = prune_model(model)
+    factors = pruned["conv2"].factors
+    np.testing.assert_array_equal(factors.atoms, np.r_[0:10, 150:192])
+    np.testing.assert_allclose(factors.dense(), pruned["conv2"].weight, rtol=0, atol=1e-6)
+    assert factors.a_c.shape[1] < model["conv2"].factors.a_c.shape[1]
+    x = np.random.default_rng(3).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(pruned.forward(x, train=False), model.forward(x, train=False),
+                               rtol=1e-4, atol=1e-4)
+
+    # written and read back: the layer group names its atoms, the loader rebuilds the factors
+    from minids.io import WeightsFile, write_weights
+    attrs = {"model": "ds-nin", "input_shape": [1, 28, 28], "num_classes": 10,
+             "dictionary": "odct3", "widths": list(pruned.widths), "seed": 0}
+    path = tmp_path / "pruned.h5"
+    write_weights(path, WeightsFile(attrs, layer_arrays(pruned), {"kind": "none"}))
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["layers/conv2"].attrs["atoms"], np.r_[0:10, 150:192])
+        assert f["layers/conv2"].attrs["dictionary_outputs"] == 192
+    loaded = model_from_weights(read_weights(path))
+    np.testing.assert_array_equal(loaded["conv2"].factors.atoms, np.r_[0:10, 150:192])
+    np.testing.assert_allclose(loaded.forward(x, train=False), pruned.forward(x, train=False),
+                               rtol=1e-5, atol=1e-5)
+
+    # a weight that is not the dictionary's loses its factors: the dense path runs
+    with h5py.File(path, "r+") as f:
+        f["layers/conv2/weight"][0, 0, 0, 0] += 0.5
+    assert model_from_weights(read_weights(path))["conv2"].factors is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a CUDA device")
+def test_factored_cupy_equals_numpy():
+    import cupy
+    rng = np.random.default_rng(4)
+    layer = factored_layer(192, 96, 5, 1, 2, np.float32)
+    x = rng.standard_normal((4, 96, 16, 16)).astype(np.float32)
+    y = layer.forward(x)
+    dx = layer.backward(np.ones_like(y))
+    layer.to(cupy)
+    y_gpu = layer.forward(cupy.asarray(x))
+    dx_gpu = layer.backward(cupy.ones_like(y_gpu))
+    np.testing.assert_allclose(cupy.asnumpy(y_gpu), y, rtol=1e-5, atol=1e-5 * np.abs(y).max())
+    np.testing.assert_allclose(cupy.asnumpy(dx_gpu), dx, rtol=1e-5, atol=1e-5 * np.abs(dx).max())
