@@ -110,10 +110,11 @@ def _widths(ctx, param, value):
                    "the --lr-schedule multiplier, so the L1 penalty stays the same when ε drops "
                    "[default: constant].")
 @click.option("--shrink", type=click.Choice(SHRINK_SCOPES), default=None,
-              help="Tensors the shrink applies to: all (DESIGN.md), weights (not biases), or "
+              help="Tensors the shrink applies to: all (the paper's rule), weights (not biases), or "
                    "coefficients (only the coefficient layers' weights) [default: all].")
 @click.option("--dropout", type=float, default=None,
-              help="Probability of both dropout layers [default: 0.5, DESIGN.md's].")
+              help="Probability of both dropout layers [default: 0 for ds-nin, 0.5 for nin; "
+                   "see docs/training.md].")
 @click.option("--lr-schedule", default=None, metavar="SPEC",
               help="constant | step:EPOCHS:GAMMA | multistep:E1,E2:GAMMA (epochs from 0) "
                    "[default: with --zeta > 0 and a constant threshold, × 0.3 at 3/4 of --epochs; "
@@ -139,8 +140,8 @@ def _widths(ctx, param, value):
 @click.option("--widths", callback=_widths, default=None, metavar="W1,...,W8",
               help="Hidden widths (small values make tiny networks for tests) [default: NiN's].")
 @click.option("--dictionary", type=click.Choice(sorted(DICTIONARIES)), default=None,
-              help="Fixed dictionary of DS-NiN's k×k convolutions [default: odct2, DESIGN.md's; "
-                   "odct2-dc learns far better, see docs/results.md].")
+              help="Fixed dictionary of DS-NiN's k×k convolutions [default: odct3, the paper "
+                   "author's 3-D DCT; see docs/method.md].")
 @click.option("--quiet", is_flag=True, help="No progress bar (the run description and epoch rows still print).")
 def train_command(data, model, epochs, batch_size, lr, momentum, weight_decay, zeta, zeta_schedule, shrink,
                   dropout, lr_schedule, device, seed, data_dir, download, no_extra, preprocess, out, resume,

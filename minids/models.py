@@ -1,6 +1,6 @@
 """The paper's models: Network-in-Network (NiN) and double-sparsity NiN (DS-NiN).
 
-NiN, every convolution followed by ReLU (DESIGN.md "Models"):
+NiN, every convolution followed by ReLU (docs/models.md):
 
     conv1 5×5 C→192 pad 2 · cccp1 1×1 192→160 · cccp2 1×1 160→96 · pool1 max 3/2 ceil · drop1 p
     conv2 5×5 96→192 pad 2 · cccp3 1×1 192→192 · cccp4 1×1 192→192 · pool2 avg 3/2 ceil · drop2 p
@@ -9,7 +9,8 @@ NiN, every convolution followed by ReLU (DESIGN.md "Models"):
 DS-NiN replaces the weights of conv1-3 with fixed DCT dictionaries
 (:mod:`minids.dictionary`); their biases stay trainable. The 1×1 convolutions
 right after them (cccp1, cccp3, cccp5) are the coefficient layers. The
-dropout probability p is DESIGN.md's 0.5 unless asked otherwise.
+dropout probability p is 0.5 unless asked otherwise (training picks 0 for DS-NiN,
+docs/training.md).
 
 Initialisation (docs/models.md): learned convolutions are He-normal,
 std = sqrt(2 / fan_in), biases zero. A DS-NiN fixed convolution has unit-norm
@@ -37,7 +38,7 @@ MODELS = ("nin", "ds-nin")
 # output channels of conv1, cccp1, cccp2, conv2, cccp3, cccp4, conv3, cccp5
 NIN_WIDTHS = (192, 160, 96, 192, 192, 192, 192, 192)
 
-# dropout probability after pool1 and pool2 (DESIGN.md; --dropout changes it)
+# dropout probability after pool1 and pool2 (NiN's; --dropout changes it)
 DEFAULT_DROPOUT = 0.5
 
 # classifier initialisation: weights scaled down from He, bias keeps the last ReLU alive

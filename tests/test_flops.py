@@ -49,3 +49,21 @@ def test_bad_input_shape():
         model_flops(model, (3, 32))
     with pytest.raises(MinidsError, match="too small"):
         model_flops(model, (3, 4, 4))
+
+
+def test_factored_flops_of_ds_nin_odct3_by_hand():
+    from minids.models import build_model
+    counts = model_flops(build_model("ds-nin", in_channels=3), (3, 32, 32))
+    # conv2: 96 -> 192 at 5x5 on 16x16, pad 2; atoms per axis (16, 4, 4): the 192 outputs use
+    # 12 channel frequencies. Channel DCT 96*12 per input pixel, vertical bank 12*4 maps * 5 taps
+    # on 16 rows x 20 padded columns, horizontal bank 12*4*4 maps * 5 taps on 16x16.
+    conv2 = 96 * 12 * 256 + 12 * 4 * 5 * 16 * 20 + 12 * 4 * 4 * 5 * 256
+    # conv3: 192 -> 192 at 3x3 on 8x8, pad 1; (24, 3, 3): ceil(192 / 9) = 22 channel frequencies
+    conv3 = 192 * 22 * 64 + 22 * 3 * 3 * 8 * 10 + 22 * 3 * 3 * 3 * 64
+    assert counts["factored_layers"]["conv2"] == 2 * conv2
+    assert counts["factored_layers"]["conv3"] == 2 * conv3
+    assert counts["layers"]["conv2"] == 2 * 96 * 25 * 192 * 256  # dense, as before
+    # conv1 (3 channels) saves ~12x only: it runs dense and is counted dense
+    assert counts["factored_layers"]["conv1"] == counts["layers"]["conv1"]
+    saved = counts["layers"]["conv2"] + counts["layers"]["conv3"] - 2 * (conv2 + conv3)
+    assert counts["factored_total"] == counts["total"] - saved

@@ -65,8 +65,11 @@ def fields(report):
                  report["sparsity"]["overall"]))
     if report["flops"] is not None:
         f = report["flops"]
-        rows += [("flops", "flops", "as stored", f["dense"]),
-                 ("flops", "flops_pruned", "after pruning zeros", f["pruned"]),
+        rows += [("flops", "flops", "as stored, fixed convs dense", f["dense"]),
+                 ("flops", "flops_factored", "as stored, as computed (factored)", f["factored"]),
+                 ("flops", "flops_pruned", "after pruning zeros, dense", f["pruned"]),
+                 ("flops", "flops_pruned_factored", "after pruning zeros, factored",
+                  f["pruned_factored"]),
                  ("flops", "flops_pruned_ratio", "pruned / stored", f["pruned_ratio"])]
     return rows
 

@@ -25,9 +25,11 @@ report, a nested dict of plain Python values (JSON-ready):
     them: the coefficient layers (Figure 7), or every learned convolution of
     a NiN; overall: the zero fraction of their weights pooled together.
 ``flops``
-    FLOPs per image (forward) of the model as stored (``dense``), after
-    :func:`minids.prune.prune_model` removes what the zeros allow
-    (``pruned``), and ``pruned_ratio`` = pruned / dense.
+    FLOPs per image (forward) of the model as stored, its fixed layers
+    counted as dense convolutions (``dense``) and as minids computes them
+    through their factors (``factored``); after :func:`minids.prune.prune_model`
+    removes what the zeros allow (``pruned`` dense, ``pruned_factored``), and
+    ``pruned_ratio`` = pruned / dense.
 """
 
 import math
@@ -106,20 +108,24 @@ def analyze(weights, flops=True):
 def model_flops(weights):
     """Forward FLOPs per image (:func:`minids.flops.model_flops` totals).
 
-    Returns dict ``dense`` (the model as stored), ``pruned`` (after
-    :func:`minids.prune.prune_model`; ``None`` for a NiN, which has no
-    coefficient layers to prune) and ``pruned_ratio`` = pruned / dense.
+    Returns dict ``dense`` and ``factored`` (the model as stored), ``pruned``
+    and ``pruned_factored`` (after :func:`minids.prune.prune_model`; ``None``
+    for a NiN, which has no coefficient layers to prune) and
+    ``pruned_ratio`` = pruned / dense.
     """
     from minids.flops import model_flops as count
     from minids.io import model_from_weights
     from minids.prune import prune_model
 
     model = model_from_weights(weights.contents)
-    dense = count(model, weights.input_shape)["total"]
+    stored = count(model, weights.input_shape)
+    dense, factored = stored["total"], stored["factored_total"]
     if not weights.is_ds:
-        return {"dense": dense, "pruned": None, "pruned_ratio": None}
-    pruned = count(prune_model(model), weights.input_shape)["total"]
-    return {"dense": dense, "pruned": pruned, "pruned_ratio": pruned / dense}
+        return {"dense": dense, "factored": factored, "pruned": None, "pruned_factored": None,
+                "pruned_ratio": None}
+    pruned = count(prune_model(model), weights.input_shape)
+    return {"dense": dense, "factored": factored, "pruned": pruned["total"],
+            "pruned_factored": pruned["factored_total"], "pruned_ratio": pruned["total"] / dense}
 
 
 def check_ds(weights, what):
