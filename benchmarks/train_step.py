@@ -27,7 +27,9 @@ both alike. Reported per configuration, as medians over the repeats:
 
 Allocators: ``default`` is glibc's; ``tuned`` sets ``MALLOC_MMAP_MAX_=0
 MALLOC_TRIM_THRESHOLD_=100000000000`` so that large temporaries are reused
-instead of being mapped, faulted in and unmapped every step (DESIGN.md).
+instead of being mapped, faulted in and unmapped every step. minids sets
+the same thresholds itself at start-up (:mod:`minids.allocator`), unless
+``MINIDS_MALLOC=default``, so its ``default`` row is what a user gets.
 
 Both frameworks use the same number of threads (``--threads``, default: all
 cores) and float32. PyTorch (``pip install torch==2.13.0``) is optional: without
@@ -98,11 +100,13 @@ def _minids_runner(cfg):
     """(train_step, infer, sync) closures for minids on cfg['device']."""
     import numpy as np
 
+    from minids.allocator import keep_freed_memory
     from minids.backend import get_module, to_device, to_host
     from minids.layers import SoftmaxNLL
     from minids.models import build_model
     from minids.optim import MomentumShrink
 
+    keep_freed_memory()  # what the minids command does at start-up (MINIDS_MALLOC=default: not)
     xp = get_module(cfg["device"])
     c, h, w = cfg["shape"]
     model = build_model(cfg["model"], in_channels=c, num_classes=10, seed=0).to(xp)

@@ -365,3 +365,26 @@ def test_tile_normalisation_and_mosaic():
                                           [0, 9, 10, 0, 0, 0, 0],
                                           [0, 11, 12, 0, 0, 0, 0],
                                           [0, 0, 0, 0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_odct3_atoms_and_filters_figures_for_one_and_three_channels(tmp_path, channels):
+    """Figure 9 of an odct3 net: one tile per output atom, in colour for RGB input."""
+    import matplotlib.image
+
+    from minids.analysis.figures import plot_atoms, plot_filters
+    from minids.io import WeightsFile, layer_arrays, write_weights
+    from minids.models import build_model
+
+    model = build_model("ds-nin", in_channels=channels, seed=0)
+    attrs = {"model": "ds-nin", "input_shape": [channels, 32, 32], "num_classes": 10,
+             "dictionary": "odct3", "widths": list(model.widths), "seed": 0,
+             "layer_order": [name for name, _ in model.conv_layers()],
+             "coefficient_layers": model.coefficient_layers()}
+    path = tmp_path / "odct3.h5"
+    write_weights(path, WeightsFile(attrs, layer_arrays(model), {"kind": "none"}))
+    for plot in (plot_atoms, plot_filters):
+        image = matplotlib.image.imread(plot(path, tmp_path / f"{plot.__name__}.png"))[..., :3]
+        spread = np.abs(image - image.mean(axis=2, keepdims=True)).max()
+        # colour where the atoms span three channels; grey (R = G = B) for one
+        assert (spread > 0.2) if channels == 3 else (spread < 1e-3)

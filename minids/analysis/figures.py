@@ -23,6 +23,7 @@ from minids.analysis.filters import (first_layer_atoms, first_layer_filters, fir
                                      normalize_tiles)
 from minids.analysis.summary import check_ds
 from minids.analysis.weights import as_weights
+from minids.dictionary import VOLUME_DICTIONARIES
 from minids.errors import MinidsError
 
 FIGURES = ("history", "atoms", "filters", "histogram")
@@ -106,20 +107,33 @@ def plot_history(weights, out):
 
 
 def plot_atoms(weights, out):
-    """Figure 9: the first fixed layer's F1·C atoms, tile o·C + i row-major, one grey scale."""
+    """Figure 9: the first fixed layer's atoms on one scale (mid-grey = 0).
+
+    An ``odct3`` atom spans all input channels: one tile per output, in
+    colour (RGB) for 3 input channels, grey for 1. An odct2-family atom
+    belongs to one (output, input) pair: one grey tile per pair, o·C + i.
+    """
     weights = as_weights(weights)
-    atoms = first_layer_atoms(weights)
+    atoms = first_layer_atoms(weights).astype(np.float64)
     name = first_pair(weights)[0]
     f1, c, k, _ = atoms.shape
-    tiles = atoms.reshape(-1, k, k).astype(np.float64)
+    per_output = weights.attrs.get("dictionary") in VOLUME_DICTIONARIES and c in (1, 3)
+    if per_output:
+        tiles = atoms.transpose(0, 2, 3, 1) if c == 3 else atoms[:, 0]
+        what = (f"{f1} DCT atoms of {k}×{k}×{c}, one per output"
+                + (" (RGB: the input channels)" if c == 3 else ""))
+    else:
+        tiles = atoms.reshape(-1, k, k)
+        what = (f"{f1}×{c} = {len(tiles)} DCT atoms of {k}×{k}"
+                + (f" (output o, input i at position o·{c} + i)" if c > 1 else ""))
     image = mosaic(tiles / (2 * np.abs(tiles).max()) + 0.5, fill=_GAP)
     columns = int(np.ceil(np.sqrt(len(tiles))))
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=figure_size("atoms"), layout="constrained")
-    ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    order = f"output o, input i at position o·{c} + i" if c > 1 else "output o at position o"
-    ax.set_title(f"{name} atoms Φ₁: {f1}×{c} = {len(tiles)} DCT atoms of {k}×{k}, "
-                 f"{columns} per row\n({order}; one grey scale, mid-grey = 0)", fontsize=10)
+    colour = per_output and c == 3
+    ax.imshow(image, cmap=None if colour else "gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(f"{name} atoms Φ₁: {what}, {columns} per row\n(one scale, mid-grey = 0)",
+                 fontsize=10)
     ax.set_axis_off()
     fig.suptitle(_title(weights), fontsize=10)
     return _save(fig, out)
