@@ -158,8 +158,8 @@ def train_command(data, model, epochs, batch_size, lr, momentum, weight_decay, z
     try:
         result = train(config, ConsoleReporter(quiet))
     except Interrupted as stop:
-        click.echo(f"Stopped: {stop}", err=True)
-        sys.exit(130)
+        click.echo(str(stop), err=True)
+        sys.exit(stop.exit_status)
     history = result.history
     click.echo(f"done: test accuracy {1 - history['test_error'][-1]:.4f} after {len(history['epoch'])} "
                f"epochs; weights {result.out}")

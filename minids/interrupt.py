@@ -1,7 +1,8 @@
-"""Ctrl-C as a request to stop at the next safe point.
+"""Ctrl-C and SIGTERM as a request to stop at the next safe point.
 
-Inside ``with StopRequest() as stop:`` the first SIGINT only sets
-``stop.requested``; the training loop looks at it after every batch and saves
+Inside ``with StopRequest() as stop:`` the first SIGINT or SIGTERM (what a
+cluster scheduler sends before it kills a job) only sets ``stop.requested``
+and ``stop.signal`` (the signal's number); the training loop looks at it after every batch and saves
 a checkpoint there. A second Ctrl-C raises KeyboardInterrupt at once (the
 file then keeps the last checkpoint written). Outside the main thread,
 where Python cannot install signal handlers, Ctrl-C keeps its default
@@ -15,22 +16,26 @@ import threading
 class StopRequest:
     """Context manager; ``requested`` (bool) is True once Ctrl-C was pressed."""
 
+    #: the signals that ask for a stop
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signal = None
+        self._previous = {}
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signal = True, signum
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
         return False

@@ -152,7 +152,7 @@ def write_weights(path, contents):
     as it was. Raises MinidsError when the folder cannot be written.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(tmp, "w") as f:
@@ -160,12 +160,28 @@ def write_weights(path, contents):
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise MinidsError(f"cannot write weights to {path}: {err.strerror or err}") from None
+    except (OSError, RuntimeError) as err:  # h5py reports a full disk as either
+        remove_quietly(tmp)
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise MinidsError(f"cannot write weights to {path}: {reason}; "
+                          "the file there (if any) is unchanged") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove_quietly(tmp)
         raise
+
+
+def temporary_path(path):
+    """The temporary name ``path`` is written under first: hidden, unique to this process."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def remove_quietly(path):
+    """Remove ``path`` if it is there; never raises (for clean-up after another error)."""
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _open(path):
@@ -222,6 +238,11 @@ def read_weights(path):
                 partial = {k: _plain(f["partial_epoch"].attrs[k]) for k in PARTIAL_EPOCH_KEYS}
         except (KeyError, ValueError, TypeError) as err:
             raise MinidsError(f"{path}: damaged minids weights file ({err})") from None
+    for name, layer in layers.items():
+        for key in ("weight", "bias"):
+            if not np.isfinite(layer[key]).all():
+                raise MinidsError(f"{path}: layer {name} {key} holds NaN or inf (the run diverged); "
+                                  "these weights cannot be used")
     return WeightsFile(attrs, layers, preprocessing, optimizer, rng_state, history, partial)
 
 

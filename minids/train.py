@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import signal
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -29,8 +30,10 @@ from minids.dictionary import DEFAULT_DICTIONARY, get_dictionary
 from minids.errors import MinidsError
 from minids.evaluate import check_compatible, predict
 from minids.interrupt import StopRequest
-from minids.io import LEGACY_DICTIONARY, WeightsFile, layer_arrays, model_from_weights, read_weights, write_weights
+from minids.io import (LEGACY_DICTIONARY, WeightsFile, layer_arrays, model_from_weights, read_weights,
+                       remove_quietly, temporary_path, write_weights)
 from minids.layers import SoftmaxNLL
+from minids.lock import OutputLock, remove_stale_temporaries
 from minids.models import DEFAULT_DROPOUT, MODELS, NIN_WIDTHS, build_model
 from minids.optim import MomentumShrink, constant, multistep, step_decay
 from minids.sparsity import layer_sparsity, overall_sparsity
@@ -46,6 +49,9 @@ DEFAULT_ZETA = {"ds-nin": 1e-5, "nin": 0.0}
 # dropout probability when --dropout is not given: DS-NiN underfits, dropout costs it accuracy
 DEFAULT_DROPOUT_OF = {"ds-nin": 0.0, "nin": DEFAULT_DROPOUT}  # see docs/training.md
 DEFAULT_BATCH_SIZE = 128
+# the largest --batch-size and --widths accepted (far past what fits in memory at NiN's sizes)
+MAX_BATCH_SIZE = 65536
+MAX_WIDTH = 16384
 
 # Options that define a run: a resumed run takes them from its file.
 RUN_OPTIONS = ("data", "model", "batch_size", "lr", "momentum", "weight_decay", "zeta",
@@ -148,8 +154,14 @@ def default_out(model, data):
 
 
 def csv_path(out):
-    """The history CSV beside the weights file ``out`` (same name, ``.csv``)."""
-    return Path(out).with_suffix(".csv")
+    """The history CSV beside the weights file ``out``.
+
+    ``run.h5`` → ``run.csv``; any other name gets ``.csv`` appended
+    (``run.hdf5`` → ``run.hdf5.csv``, ``run.csv`` → ``run.csv.csv``), so
+    two weights files never share a CSV and the CSV is never the weights file.
+    """
+    out = Path(out)
+    return out.with_suffix(".csv") if out.suffix == ".h5" else out.with_name(out.name + ".csv")
 
 
 def _check_numbers(cfg):
@@ -163,14 +175,17 @@ def _check_numbers(cfg):
         raise MinidsError(f"--momentum must be in [0, 1), got {cfg.momentum!r}")
     if cfg.epochs < 1:
         raise MinidsError(f"--epochs must be >= 1, got {cfg.epochs}")
-    if cfg.batch_size < 1:
-        raise MinidsError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if not 1 <= cfg.batch_size <= MAX_BATCH_SIZE:
+        raise MinidsError(f"--batch-size must be in 1..{MAX_BATCH_SIZE}, got {cfg.batch_size}")
+    if not 0 <= cfg.seed < 2**63:
+        raise MinidsError(f"--seed must be in 0..2**63-1, got {cfg.seed}")
     for name in ("train_size", "test_size", "val_size"):
         value = getattr(cfg, name)
         if value is not None and value < (0 if name == "val_size" else 1):
             raise MinidsError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    if len(cfg.widths) != 8 or any(int(w) < 1 for w in cfg.widths):
-        raise MinidsError(f"--widths needs 8 positive channel counts, got {','.join(map(str, cfg.widths))}")
+    if len(cfg.widths) != 8 or any(not 1 <= int(w) <= MAX_WIDTH for w in cfg.widths):
+        raise MinidsError(f"--widths needs 8 positive channel counts of at most {MAX_WIDTH}, "
+                          f"got {','.join(map(str, cfg.widths))}")
     if cfg.data not in DATASETS:
         raise MinidsError(f"unknown data set {cfg.data!r}; choose one of {', '.join(DATASETS)}")
     if cfg.model not in MODELS:
@@ -224,20 +239,20 @@ def resolve(cfg):
         if resumed.optimizer is None or resumed.rng_state is None:
             raise MinidsError(f"--resume {cfg.resume}: the file has no optimizer or RNG state to resume")
         cfg = replace(cfg, **stored, out=cfg.out or cfg.resume,
-                      epochs=cfg.epochs or int(resumed.attrs["epochs"]))
+                      epochs=int(resumed.attrs["epochs"]) if cfg.epochs is None else cfg.epochs)
     else:
         data = cfg.data or DEFAULT_DATA
         model = cfg.model or DEFAULT_MODEL
         epochs = cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS.get(data, 10)
         cfg = replace(cfg, data=data, model=model, epochs=epochs,
-                      batch_size=cfg.batch_size or DEFAULT_BATCH_SIZE,
+                      batch_size=DEFAULT_BATCH_SIZE if cfg.batch_size is None else cfg.batch_size,
                       lr=DEFAULT_LR[model] if cfg.lr is None else cfg.lr,
                       momentum=DEFAULT_MOMENTUM if cfg.momentum is None else cfg.momentum,
                       weight_decay=DEFAULT_WEIGHT_DECAY if cfg.weight_decay is None else cfg.weight_decay,
                       zeta=DEFAULT_ZETA.get(model, 0.0) if cfg.zeta is None else cfg.zeta,
                       seed=0 if cfg.seed is None else cfg.seed,
                       preprocess=cfg.preprocess or "standard",
-                      val_size=cfg.val_size or 0,
+                      val_size=0 if cfg.val_size is None else cfg.val_size,
                       widths=tuple(cfg.widths or NIN_WIDTHS),
                       extra=True if cfg.extra is None else cfg.extra,
                       dictionary=(cfg.dictionary or DEFAULT_DICTIONARY) if model == "ds-nin" else cfg.dictionary,
@@ -271,12 +286,15 @@ def _check_out(cfg):
     out = Path(cfg.out)
     if out.is_dir():
         raise MinidsError(f"--out {out} is a folder; give a file name such as {out / 'run.h5'}")
-    if not out.exists() or cfg.force:
+    if cfg.force or (cfg.resume and out.resolve() == Path(cfg.resume).resolve()):
         return
-    if cfg.resume and out.resolve() == Path(cfg.resume).resolve():
-        return
-    raise MinidsError(f"{out} already exists; pass --force to overwrite it, --resume {out} to "
-                      "continue that run, or choose another --out")
+    if out.exists():
+        raise MinidsError(f"{out} already exists; pass --force to overwrite it, --resume {out} to "
+                          "continue that run, or choose another --out")
+    history = csv_path(out)
+    if history.exists() and not (cfg.resume and history == csv_path(cfg.resume)):
+        raise MinidsError(f"{history} (the history CSV of --out {out}) already exists and belongs "
+                          "to another run; pass --force to overwrite it or choose another --out")
 
 
 class SilentReporter:
@@ -304,7 +322,15 @@ class SilentReporter:
 
 
 class Interrupted(Exception):
-    """Training stopped by Ctrl-C; the message says where and what was kept."""
+    """Training stopped by Ctrl-C or SIGTERM; the message says where and what was kept.
+
+    ``exit_status`` is the shell's convention for the signal: 130 for
+    SIGINT (Ctrl-C), 143 for SIGTERM.
+    """
+
+    def __init__(self, message, signum=signal.SIGINT):
+        super().__init__(message)
+        self.exit_status = 128 + int(signum)
 
 
 @dataclass
@@ -509,7 +535,17 @@ class _Run:
                            self.model.rng.bit_generator.state, self.history, self.partial)
 
     def save(self):
-        """Write the weights file and the CSV; a Ctrl-C during the write leaves the last file."""
+        """Write the weights file and the CSV; a Ctrl-C during the write leaves the last file.
+
+        Weights with a NaN or inf are never written: the run stops and the
+        file keeps what it held.
+        """
+        xp = self.xp
+        bad = [name for name, value in self.model.params.items() if not bool(xp.isfinite(value).all())]
+        if bad:
+            raise MinidsError(f"the weights diverged ({bad[0]} holds NaN or inf) at {self.position()} "
+                              f"(lr {self.optimizer.lr:g}); stopped; {self.cfg.out} keeps {self.saved}; "
+                              "try a smaller --lr")
         try:
             write_weights(self.cfg.out, self.contents())
             write_csv(csv_path(self.cfg.out), self.columns, self.history)
@@ -526,12 +562,12 @@ def write_csv(path, columns, history):
     writer.writerow(columns)
     for i in range(len(history[columns[0]])):
         writer.writerow([_fmt(col, history[col][i]) for col in columns])
-    tmp = Path(str(path) + ".tmp")
+    tmp = temporary_path(path)
     try:
         tmp.write_text(buffer.getvalue())
         os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        remove_quietly(tmp)
         raise MinidsError(f"cannot write {path}: {err.strerror or err}") from None
 
 
@@ -553,7 +589,18 @@ def train(config, reporter=None):
     """
     reporter = reporter or SilentReporter()
     cfg, resumed = resolve(config)
-    _check_out(cfg)
+    if Path(cfg.out).is_dir():
+        raise MinidsError(f"--out {cfg.out} is a folder; give a file name such as {Path(cfg.out) / 'run.h5'}")
+    get_module(cfg.device)  # a one-line error for a missing GPU before anything is written
+    with OutputLock(cfg.out):
+        _check_out(cfg)
+        for path in (cfg.out, csv_path(cfg.out)):
+            remove_stale_temporaries(path)
+        return _train(cfg, resumed, reporter)
+
+
+def _train(cfg, resumed, reporter):
+    """The body of :func:`train`, while the run holds the lock of its weights file."""
     run = _Run(cfg, resumed, reporter)
     reporter.start(run.describe())
     with StopRequest() as stop:
@@ -567,8 +614,9 @@ def train(config, reporter=None):
             if result is not None:
                 reporter.row(run.columns, [row[c] for c in run.columns])
             if stop.requested and run.epoch < cfg.epochs:
-                raise Interrupted(f"stopped by Ctrl-C; {cfg.out} holds {run.saved}; `minids train "
-                                  f"--resume {cfg.out}` goes on from there exactly")
+                what = "SIGTERM" if stop.signal == signal.SIGTERM else "Ctrl-C"
+                raise Interrupted(f"stopped by {what}; {cfg.out} holds {run.saved}; `minids train "
+                                  f"--resume {cfg.out}` goes on from there exactly", stop.signal)
     return TrainResult(cfg, run.model, run.history, Path(cfg.out))
 
 

@@ -24,7 +24,7 @@ TINY_ARG = ",".join(map(str, TINY))
 
 def tiny(out, **kw):
     base = dict(data="fashion-mnist-mini", model="ds-nin", batch_size=32, lr=0.02, device="cpu",
-                widths=TINY, train_size=96, test_size=40, seed=5, lr_schedule="multistep:1:0.5",
+                widths=TINY, train_size=96, test_size=40, seed=5, lr_schedule="multistep:1:0.5", dropout=0.5,
                 out=str(out))
     base.update(kw)
     return TrainConfig(**base)
@@ -113,7 +113,8 @@ def test_interrupt_keeps_last_epoch_and_resume_matches(tmp_path, monkeypatch):
     monkeypatch.setattr(SoftmaxNLL, "backward", stop_in_epoch_two)
     result = invoke("--data", "fashion-mnist-mini", "--model", "ds-nin", "--batch-size", "32", "--lr", "0.02",
                     "--device", "cpu", "--widths", TINY_ARG, "--train-size", "96", "--test-size", "40",
-                    "--seed", "5", "--lr-schedule", "multistep:1:0.5", "--epochs", "2", "--out", str(out))
+                    "--seed", "5", "--lr-schedule", "multistep:1:0.5", "--dropout", "0.5", "--epochs", "2",
+                    "--out", str(out))
     assert result.exit_code == 130
     assert "Traceback" not in result.output
     assert "interrupted during epoch 2" in result.output and "--resume" in result.output
@@ -179,7 +180,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_epoch(tmp_path):
     out = tmp_path / "nan.h5"
     result = invoke("--widths", TINY_ARG, "--train-size", "96", "--test-size", "40", "--batch-size", "32",
                     "--lr", "0.02", "--seed", "5", "--device", "cpu", "--lr-schedule", "multistep:1:1e30",
-                    "--epochs", "3", "--out", str(out), "--quiet")
+                    "--dropout", "0.5", "--epochs", "3", "--out", str(out), "--quiet")
     assert result.exit_code == 1
     error = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(error) == 1 and "the loss became" in error[0] and "epoch 2" in error[0], result.output

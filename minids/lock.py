@@ -1,0 +1,73 @@
+"""An advisory lock on a run's weights file: one writer per ``--out``.
+
+``with OutputLock(out):`` holds ``fcntl.flock`` on a hidden ``.<name>.lock``
+beside ``out`` (the file holds the writer's process id). A second trainer on
+the same ``out`` is refused with a message naming the first. The kernel
+releases the lock when its process dies, so a killed run never blocks the
+next. While it holds the lock, a run removes the temporaries that killed
+writers of the same files left behind (``.<name>.<pid>.tmp``). Off POSIX
+(no ``fcntl``) the lock is skipped.
+"""
+
+import os
+from pathlib import Path
+
+from minids.errors import MinidsError
+from minids.io import remove_quietly
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
+
+
+def lock_path(out):
+    """The lock file of weights file ``out``."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.lock")
+
+
+def remove_stale_temporaries(path):
+    """Remove ``.<name>.<pid>.tmp`` files of ``path`` left by killed writers; returns them."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in stale:
+        remove_quietly(tmp)
+    return stale
+
+
+class OutputLock:
+    """Context manager: hold the advisory lock of ``out`` or raise MinidsError."""
+
+    def __init__(self, out):
+        self.out, self.path, self._handle = Path(out), lock_path(out), None
+
+    def __enter__(self):
+        if fcntl is None:
+            return self
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")
+        except OSError as err:
+            raise MinidsError(f"cannot write beside {self.out}: {err.strerror or err}") from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            other = handle.read().strip() or "unknown"
+            handle.close()
+            raise MinidsError(f"{self.out} is being written by another minids process (pid {other}); "
+                              "wait for it to finish, stop it, or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc):
+        if self._handle is not None:
+            remove_quietly(self.path)
+            self._handle.close()
+            self._handle = None
+        return False

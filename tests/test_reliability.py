@@ -1,0 +1,208 @@
+"""Nothing a user made is lost: history names, full disks, unwritable folders,
+concurrent writers, SIGTERM, non-finite weights and out-of-range options.
+
+Each case asserts the exit status, the one-line message and that the files
+already there are byte-identical afterwards.
+"""
+
+import errno
+import signal
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+from minids.io import temporary_path
+from minids.lock import OutputLock
+from minids.train import Interrupted, SilentReporter, TrainConfig, csv_path, train
+
+TINY = (8, 8, 8, 8, 8, 8, 8, 8)
+TINY_ARGS = ["--widths", ",".join(map(str, TINY)), "--train-size", "64", "--test-size", "20",
+             "--batch-size", "32", "--device", "cpu", "--quiet"]
+
+
+def tiny(out, **kw):
+    base = dict(data="fashion-mnist-mini", model="ds-nin", batch_size=32, lr=0.02, device="cpu",
+                widths=TINY, train_size=64, test_size=20, seed=5, epochs=1, out=str(out))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(map(str, args)))
+
+
+def one_line_error(result, *fragments, status=1):
+    assert result.exit_code == status, result.output
+    lines = result.output.strip().splitlines()
+    assert "Traceback" not in result.output
+    errors = [line for line in lines if line.startswith("Error: ")]
+    assert len(errors) == 1, result.output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def snapshot(folder):
+    """{name: bytes} of every file in ``folder``."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_csv_names_never_clash_with_weights_or_each_other():
+    assert str(csv_path("run.h5")) == "run.csv"
+    assert str(csv_path("run.hdf5")) == "run.hdf5.csv"
+    assert str(csv_path("run.csv")) == "run.csv.csv"
+    assert csv_path("r1.h5") != csv_path("r1.hdf5")
+
+
+def test_out_named_csv_keeps_the_weights(tmp_path):
+    out = tmp_path / "run.csv"
+    result = invoke("train", *TINY_ARGS, "--epochs", "1", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert h5py.is_hdf5(out)  # the weights, not overwritten by the history
+    assert (tmp_path / "run.csv.csv").read_text().startswith("epoch,")
+
+
+def test_existing_csv_of_another_run_is_refused(tmp_path):
+    (tmp_path / "r1.csv").write_text("someone else's history\n")
+    before = snapshot(tmp_path)
+    error = one_line_error(invoke("train", *TINY_ARGS, "--out", tmp_path / "r1.h5"), "r1.csv", "--force")
+    assert "another run" in error
+    assert snapshot(tmp_path) == before
+
+
+def test_full_disk_during_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    out = tmp_path / "w.h5"
+    train(tiny(out))
+    before = snapshot(tmp_path)
+
+    real = h5py.File
+
+    def no_space(name, mode="r", *args, **kwargs):
+        if mode == "w":  # writing fails as on a full disk; reading works
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(name, mode, *args, **kwargs)
+
+    monkeypatch.setattr("minids.io.h5py.File", no_space)
+    result = invoke("train", *TINY_ARGS, "--resume", out, "--epochs", "2")
+    one_line_error(result, "No space left on device", "unchanged")
+    assert snapshot(tmp_path) == before  # no temporary left, the file as it was
+
+
+def test_out_under_a_file_is_one_line_error(tmp_path):
+    (tmp_path / "plain").write_text("not a folder")
+    before = snapshot(tmp_path)
+    one_line_error(invoke("train", *TINY_ARGS, "--out", tmp_path / "plain" / "w.h5"), "plain")
+    assert snapshot(tmp_path) == before
+
+
+def test_unwritable_folder_is_one_line_error(tmp_path, monkeypatch):
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("minids.lock.open", denied, raising=False)
+    one_line_error(invoke("train", *TINY_ARGS, "--out", tmp_path / "w.h5"), "Permission denied")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_writer_is_refused_with_the_first_ones_pid(tmp_path):
+    out = tmp_path / "w.h5"
+    train(tiny(out))
+    before = snapshot(tmp_path)
+    with OutputLock(out):  # another process would hold it the same way
+        result = invoke("train", *TINY_ARGS, "--resume", out, "--epochs", "2")
+        error = one_line_error(result, "being written by another minids process", "pid")
+        assert str(__import__("os").getpid()) in error
+    assert snapshot(tmp_path) == before
+
+
+def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
+    out = tmp_path / "w.h5"
+    stale = tmp_path / f".{out.name}.99999999.tmp"
+    stale.write_bytes(b"half a file")
+    stale_csv = tmp_path / ".w.csv.12345678.tmp"
+    stale_csv.write_bytes(b"half a csv")
+    train(tiny(out))
+    assert not stale.exists() and not stale_csv.exists()
+    assert temporary_path(out).name.startswith(".w.h5.") and temporary_path(out).name.endswith(".tmp")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.csv", "w.h5"]  # no lock file left
+
+
+class TermAtBatch(SilentReporter):
+    """Sends the process a real SIGTERM after the ``at``-th batch."""
+
+    def __init__(self, at):
+        self.at, self.count = at, 0
+
+    def update(self, images, loss):
+        self.count += 1
+        if self.count == self.at:
+            signal.raise_signal(signal.SIGTERM)
+
+
+def test_sigterm_saves_the_current_batch_and_exits_143(tmp_path, monkeypatch):
+    out = tmp_path / "w.h5"
+    with pytest.raises(Interrupted, match="stopped by SIGTERM") as stop:
+        train(tiny(out, epochs=2), TermAtBatch(1))
+    assert stop.value.exit_status == 143
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with h5py.File(out, "r") as f:
+        assert f["partial_epoch"].attrs["batches"] == 1
+    monkeypatch.setattr("cli.train.ConsoleReporter", lambda quiet: TermAtBatch(1))
+    result = invoke("train", *TINY_ARGS, "--epochs", "2", "--out", tmp_path / "cli.h5")
+    assert result.exit_code == 143 and "stopped by SIGTERM" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_non_finite_weights_are_refused_by_evaluate_analyze_and_prune(tmp_path):
+    out = tmp_path / "w.h5"
+    train(tiny(out))
+    with h5py.File(out, "r+") as f:
+        f["layers/cccp1/weight"][0, 0, 0, 0] = np.nan
+    before = snapshot(tmp_path)
+    for args in (["evaluate", out, "--data", "fashion-mnist-mini"], ["analyze", out],
+                 ["prune", out, "--out", tmp_path / "pruned.h5"]):
+        one_line_error(invoke(*args), "cccp1", "NaN or inf")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_step_that_makes_weights_non_finite_is_never_saved(tmp_path, monkeypatch):
+    out = tmp_path / "w.h5"
+    train(tiny(out))
+    before = snapshot(tmp_path)
+    from minids.optim import MomentumShrink
+    real = MomentumShrink.step
+
+    calls = []
+
+    def blow_up(self, params, grads):
+        real(self, params, grads)
+        calls.append(1)
+        if len(calls) == 2:  # the last of epoch 2's two batches diverges; its loss was finite
+            params["cccp6.bias"][...] = np.inf
+
+    monkeypatch.setattr(MomentumShrink, "step", blow_up)
+    result = invoke("train", *TINY_ARGS, "--resume", out, "--epochs", "2")
+    one_line_error(result, "diverged", "cccp6.bias", f"{out} keeps epoch 1")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--batch-size", "0"], "--batch-size must be in 1..65536, got 0"),
+    (["--batch-size", "10000000000"], "--batch-size must be in 1..65536"),
+    (["--seed", "-1"], "--seed must be in 0..2**63-1, got -1"),
+    (["--widths", "8,8,8,8,8,8,8,100000000"], "--widths needs 8 positive channel counts of at most 16384"),
+])
+def test_out_of_range_options_are_one_line_errors(tmp_path, args, fragment):
+    one_line_error(invoke("train", "--out", tmp_path / "w.h5", *args), fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_with_zero_epochs_is_refused(tmp_path):
+    out = tmp_path / "w.h5"
+    train(tiny(out))
+    before = snapshot(tmp_path)
+    one_line_error(invoke("train", "--resume", out, "--epochs", "0", "--device", "cpu"), "--epochs must be >= 1")
+    assert snapshot(tmp_path) == before
