@@ -1,9 +1,14 @@
 """``minids analyze``: the paper's tables and figures from one or more weights files."""
 
+from pathlib import Path
+
 import click
 
 from minids.analysis import FIGURES, FORMATS, analyze, format_reports, load, write_figures
 from minids.analysis.figures import check_figures
+from minids.analysis.frontier import plot_frontier
+from minids.errors import MinidsError
+from minids.sweep import FRONTIER_FILE, format_table, read_table
 
 
 def _stems(weights):
@@ -13,7 +18,7 @@ def _stems(weights):
 
 
 @click.command("analyze")
-@click.argument("weights", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("weights", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
               help="table: one column per file; csv: one row per file; json: nested reports.")
 @click.option("--plots", type=click.Path(file_okay=False), metavar="DIR",
@@ -27,12 +32,16 @@ def analyze_command(weights, fmt, plots, figures, flops):
     """Summary, parameters (Figure 4), accuracy and exact zeros (Figures 6/7), FLOPs.
 
     Several WEIGHTS files are shown side by side (e.g. NiN and DS-NiN, or
-    several zeta). With --plots: Figure 8 (history), Figure 9 (DCT atoms),
+    several zeta). A folder of `minids sweep` gives its table and the
+    accuracy-sparsity frontier (frontier.png in --plots DIR, else in the folder). With --plots: Figure 8 (history), Figure 9 (DCT atoms),
     Figure 10 (learned first-layer filters) and a histogram of coefficient
     magnitudes. The table goes to stdout, the written figure paths to stderr.
     """
     if figures and not plots:
         raise click.UsageError("--figure needs --plots DIR")
+    if any(Path(path).is_dir() for path in weights):
+        _analyze_sweep(weights, plots, fmt)
+        return
     loaded = [load(path) for path in weights]
     for w in loaded:
         check_figures(w, figures)
@@ -42,3 +51,16 @@ def analyze_command(weights, fmt, plots, figures, flops):
             for path in write_figures(w, plots, names=list(figures) or None, stem=stem):
                 click.echo(f"wrote {path}", err=True)
     click.echo(format_reports(reports, fmt), nl=False)
+
+
+def _analyze_sweep(paths, plots, fmt):
+    """The table and frontier figure of one `minids sweep` folder."""
+    if len(paths) != 1:
+        raise MinidsError("give one sweep folder, or weights files only")
+    if fmt != "table":
+        raise MinidsError("a sweep folder is shown as a table (its sweep.csv holds the same rows)")
+    folder = Path(paths[0])
+    rows = read_table(folder)
+    out = Path(plots or folder) / FRONTIER_FILE
+    click.echo(f"wrote {plot_frontier(rows, out)}", err=True)
+    click.echo(format_table(rows), nl=False)

@@ -25,6 +25,7 @@ COMMANDS = {
     "train": ("cli.train", "train_command", "Train NiN or DS-NiN; weights and history to HDF5."),
     "evaluate": ("cli.evaluate", "evaluate_command", "Test error, per-class accuracy and confusion matrix."),
     "analyze": ("cli.analyze", "analyze_command", "Tables and figures of the paper from weights files."),
+    "sweep": ("cli.sweep", "sweep_command", "Train over a grid of ζ; the accuracy-sparsity frontier."),
 }
 
 
