@@ -3,7 +3,7 @@
 import click
 
 from minids.backend import DEVICES
-from minids.data import DATASETS
+from minids.data import CLASS_NAMES, DATASETS
 from minids.evaluate import evaluate
 
 
@@ -29,9 +29,11 @@ def evaluate_command(weights, data, data_dir, device, test_size, download, no_ex
     click.echo(f"{weights} on {data} test ({result.count} images): test error {result.test_error:.4f}, "
                f"accuracy {1 - result.test_error:.4f}")
     click.echo("per-class accuracy:")
+    names = CLASS_NAMES.get(data, ())
     for c in range(k):
+        name = f"  {names[c]}" if c < len(names) else ""
         click.echo(f"  class {c}: {result.per_class_accuracy[c]:.4f} "
-                   f"({result.confusion[c, c]}/{result.confusion[c].sum()})")
+                   f"({result.confusion[c, c]}/{result.confusion[c].sum()}){name}")
     click.echo("confusion matrix (rows: true class, columns: predicted):")
     width = max(5, len(str(result.confusion.max())) + 1)
     click.echo("true\\pred" + "".join(f"{c:>{width}}" for c in range(k)))

@@ -161,5 +161,6 @@ def train_command(data, model, epochs, batch_size, lr, momentum, weight_decay, z
         click.echo(str(stop), err=True)
         sys.exit(stop.exit_status)
     history = result.history
-    click.echo(f"done: test accuracy {1 - history['test_error'][-1]:.4f} after {len(history['epoch'])} "
-               f"epochs; weights {result.out}")
+    epochs = len(history["epoch"])
+    click.echo(f"done: test accuracy {1 - history['test_error'][-1]:.4f} after {epochs} "
+               f"epoch{'s' if epochs != 1 else ''}; weights {result.out}")

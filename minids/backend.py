@@ -40,8 +40,8 @@ def get_module(device):
     if gpu_available():
         return _cupy
     if device == "gpu":
-        reason = "CuPy is not installed (pip install 'minids[cuda12]')" if _cupy is None \
-            else "CuPy sees no CUDA device"
+        reason = ("CuPy is not installed (in the minids checkout: pip install '.[cuda12]' "
+                  "or '.[cuda13]')" if _cupy is None else "CuPy sees no CUDA device")
         raise MinidsError(f"--device gpu asked for, but {reason}")
     return np
 

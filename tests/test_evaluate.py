@@ -97,3 +97,10 @@ def test_refuses_mismatched_weights(weights, tmp_path, in_channels, classes, sha
     result = CliRunner().invoke(main, ["evaluate", str(path), "--data", "fashion-mnist-mini"])
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and fragment in result.output, result.output
+
+
+def test_cli_names_the_classes(weights):
+    result = CliRunner().invoke(main, ["evaluate", str(weights), "--data", "fashion-mnist-mini",
+                                       "--device", "cpu", "--test-size", "60"])
+    lines = [line for line in result.output.splitlines() if line.startswith("  class ")]
+    assert lines[0].endswith("T-shirt/top") and lines[9].endswith("Ankle boot")

@@ -206,3 +206,14 @@ def test_resume_with_zero_epochs_is_refused(tmp_path):
     before = snapshot(tmp_path)
     one_line_error(invoke("train", "--resume", out, "--epochs", "0", "--device", "cpu"), "--epochs must be >= 1")
     assert snapshot(tmp_path) == before
+
+
+def test_missing_svhn_names_every_file_and_gpu_error_names_the_checkout_extra(tmp_path):
+    result = invoke("train", "--data", "svhn", "--data-dir", tmp_path, "--out", tmp_path / "w.h5")
+    error = one_line_error(result, "train_32x32.mat", "test_32x32.mat", "extra_32x32.mat")
+    assert "minids data download svhn" in error
+    from minids.backend import gpu_available
+    if not gpu_available():
+        result = invoke("train", "--device", "gpu", "--out", tmp_path / "w.h5")
+        one_line_error(result, "pip install '.[cuda12]'")
+    assert not (tmp_path / "w.h5").exists()

@@ -27,6 +27,13 @@ __all__ = ["DATASETS", "SPLITS", "PREPROCESSING", "PreparedData", "BatchIterator
 DATASETS = ("svhn", "cifar10", "fashion-mnist", "fashion-mnist-mini")
 SPLITS = ("train", "test")
 NUM_CLASSES = 10
+_FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+            "Bag", "Ankle boot")
+#: the name of each class number, per data set (SVHN's label 10 is digit 0, stored as class 0)
+CLASS_NAMES = {"svhn": tuple(str(d) for d in range(10)),
+               "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                           "ship", "truck"),
+               "fashion-mnist": _FASHION, "fashion-mnist-mini": _FASHION}
 MINI_FILE = "fashion_mnist_mini.npz"
 _MODULES = {"svhn": svhn, "cifar10": cifar10, "fashion-mnist": fashion_mnist}
 
@@ -118,8 +125,8 @@ def load(name, split, data_dir=None, extra=True, download=False):
     if missing and download:
         _download(name, folder, extra=extra)
         sources = source_files(name, folder, split, extra)
-    elif missing:
-        _missing_error(name, missing, folder)
+    elif missing:  # name every missing file of the data set, not only this split's
+        _missing_error(name, [p for p in source_files(name, folder, extra=extra) if not p.exists()], folder)
     key = f"{name}-{split}" + ("+extra" if name == "svhn" and split == "train" and extra else "")
     if name == "svhn":
         return cached_split(folder, key, sources, lambda out: svhn.convert(sources, out))
@@ -175,8 +182,9 @@ def prepare(name, data_dir=None, *, train_size=None, test_size=None, val_size=0,
     if val_size or train_size:
         order = stratified_order(train[1], seed)
         if val_size + (train_size or 0) > len(order) or val_size >= len(order):
-            _size_error("--val-size + --train-size" if train_size else "--val-size",
-                        val_size + (train_size or 0), len(order))
+            asked = ("--val-size + --train-size" if val_size and train_size
+                     else "--train-size" if train_size else "--val-size")
+            _size_error(asked, val_size + (train_size or 0), len(order))
         if val_size:
             val = subset(*train, order[:val_size])
         rest = order[val_size:]
