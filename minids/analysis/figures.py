@@ -36,7 +36,7 @@ def figure_size(name, layers=1):
 
     ``layers`` is the number of rows of the histogram (:func:`histogram_layers`).
     """
-    return {"history": (11.0, 4.5), "atoms": (7.0, 7.5), "filters": (7.0, 7.5),
+    return {"history": (15.0, 4.5), "atoms": (7.0, 7.5), "filters": (7.0, 7.5),
             "histogram": (9.0, 1.2 + 2.1 * layers)}[name]
 
 
@@ -67,10 +67,11 @@ def _save(fig, out):
 
 
 def plot_history(weights, out):
-    """Figure 8: (a) error per epoch, (b) exact-zero percentage per coefficient layer.
+    """Figure 8: (a) error per epoch, (b) exact-zero percentage per coefficient layer,
+    (c) training loss and learning rate per epoch.
 
     (b) also shows the history's ``sparsity`` column: all coefficient layers
-    pooled, or every learned layer of a NiN.
+    pooled, or every learned layer of a NiN (which has no coefficients).
     """
     weights = as_weights(weights)
     history = weights.history
@@ -78,7 +79,7 @@ def plot_history(weights, out):
         raise MinidsError(f"{weights.path}: no training history (no completed epoch)")
     plt = _pyplot()
     epoch = history["epoch"]
-    fig, (err, spa) = plt.subplots(1, 2, figsize=figure_size("history"), layout="constrained")
+    fig, (err, spa, loss) = plt.subplots(1, 3, figsize=figure_size("history"), layout="constrained")
     for column, label, style in (("test_error", "test", "o-"), ("val_error", "validation", "^-"),
                                  ("train_error", "train", "s--")):
         if column in history:
@@ -92,13 +93,21 @@ def plot_history(weights, out):
         spa.plot(epoch, 100 * history["sparsity"], "kx--",
                  label="all coefficient layers" if weights.coefficient_layers
                  else "all layers (NiN)")
-    spa.set(xlabel="epoch", ylabel="exact zeros (%)", title="(b) zero coefficients",
-            ylim=(0, 100))
+    spa.set(xlabel="epoch", ylabel="exact zeros (%)", ylim=(0, 100),
+            title="(b) zero coefficients" if weights.coefficient_layers else "(b) zero weights")
     if spa.lines:
         spa.legend()
+    if "train_loss" in history:
+        loss.plot(epoch, history["train_loss"], "o-", ms=3, color="tab:blue", label="training loss")
+    loss.set(xlabel="epoch", ylabel="training loss (NLL)", title="(c) loss and learning rate")
+    if "lr" in history:
+        rate = loss.twinx()
+        rate.step(epoch, history["lr"], where="mid", color="tab:orange", label="learning rate ε")
+        rate.set_yscale("log")
+        rate.set_ylabel("learning rate ε", color="tab:orange")
     from matplotlib.ticker import MaxNLocator
 
-    for ax in (err, spa):
+    for ax in (err, spa, loss):
         ax.set_xlim(epoch.min() - 0.5, epoch.max() + 0.5)   # room around a single epoch
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
