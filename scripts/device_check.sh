@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One-shot check of minids on a GPU machine (no network; CuPy, h5py, click, scipy,
+# matplotlib, pytest and PyTorch preinstalled), run from the source tree:
+#     bash scripts/device_check.sh OUT_DIR
+# Runs the GPU tests, the gradient check on the GPU, a DS-NiN and a NiN training of
+# 2 epochs on the embedded data set with a resume check (bit-identical on the same
+# GPU), and the GPU benchmark. Each step's output goes to OUT_DIR/<step>.log; one
+# line per step (exit status, seconds) and the key figures go to OUT_DIR/summary.txt.
+# A failed step is recorded and the next one runs; the script exits non-zero if any failed.
+set -uo pipefail
+out=${1:?usage: bash scripts/device_check.sh OUT_DIR}
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+minids() { python -c "from cli.main import main; main()" "$@"; }
+summary="$out/summary.txt"
+: > "$summary"
+failed=0
+
+step() {  # step NAME COMMAND...: run it, log it, record status and time
+    local name=$1; shift
+    local start=$SECONDS
+    "$@" > "$out/$name.log" 2>&1
+    local rc=$?
+    echo "$name: exit $rc, $((SECONDS - start)) s" | tee -a "$summary"
+    [ "$rc" -eq 0 ] || failed=1
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  python -c "import cupy; print('cupy', cupy.__version__, cupy.cuda.runtime.getDeviceCount(), 'device(s)')" 2>&1
+} | tee -a "$summary"
+
+step gpu_tests python -m pytest -q -m gpu tests
+step gradcheck minids gradcheck --device gpu
+
+train_args=(--device gpu --data fashion-mnist-mini --epochs 2 --quiet --force)
+for model in ds-nin nin; do
+    step "train_$model" minids train --model "$model" "${train_args[@]}" --out "$out/$model.h5"
+    # the same run stopped after epoch 1, then resumed to 2: must equal the straight run
+    step "resume_$model" bash -c "
+        python -c 'from cli.main import main; main()' train --model $model ${train_args[*]} --epochs 1 --out '$out/$model-split.h5' &&
+        python -c 'from cli.main import main; main()' train --resume '$out/$model-split.h5' --epochs 2 --device gpu --quiet &&
+        python - '$out/$model.h5' '$out/$model-split.h5' <<'PY'
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], 'r') as a, h5py.File(sys.argv[2], 'r') as b:
+    for name in a['layers']:
+        for key in ('weight', 'bias'):
+            x, y = a[f'layers/{name}/{key}'][()], b[f'layers/{name}/{key}'][()]
+            assert np.array_equal(x, y), f'{name}.{key} differs by {np.abs(x - y).max()}'
+    print('resume bit-identical; test accuracy', a.attrs['test_accuracy'])
+PY"
+    grep -h "done:\|bit-identical" "$out/train_$model.log" "$out/resume_$model.log" >> "$summary"
+done
+
+step benchmark python benchmarks/train_step.py --devices gpu --allocators default --repeats 3 \
+    --json "$out/train_step_gpu.json"
+tail -n 12 "$out/benchmark.log" >> "$summary"
+exit $failed
