@@ -77,7 +77,9 @@ def device_name(xp):
 
 
 def random_uniform(rng, shape, xp, dtype):
-    """Uniform [0, 1) samples of ``shape`` and float ``dtype`` on the device of ``xp``.
+    """Uniform [0, 1) samples of ``shape`` and float ``dtype`` on the device of ``xp``:
+    the ``legacy`` dropout-mask stream, kept for files written before the
+    splitmix64 stream (:mod:`minids.layers.dropout`), so they resume exactly.
 
     They come from the host ``numpy.random.Generator`` ``rng``, so the stream is
     reproducible from its state alone. Float32 samples for the GPU are drawn on

@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from minids.errors import MinidsError
+from minids.hashing import splitmix64
 
 _DTYPES = (np.float32, np.float64)
 
@@ -150,17 +151,9 @@ def dct_conv_weight(c_out, c_in, k, dtype=np.float32):
     return atoms.reshape(c_out, c_in, k, k).astype(_check_dtype(dtype))
 
 
-def _splitmix64(x):
-    """splitmix64 of uint64 array ``x``: the generator's output for state ``x``."""
-    z = x + np.uint64(0x9E3779B97F4A7C15)  # uint64 array arithmetic wraps around
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
 def _hash_order(count):
     """The numbers 0 .. count-1 sorted by their splitmix64 hash (a fixed permutation)."""
-    return np.argsort(_splitmix64(np.arange(count, dtype=np.uint64)), kind="stable")
+    return np.argsort(splitmix64(np.arange(count, dtype=np.uint64)), kind="stable")
 
 
 def mixed_dct_conv_weight(c_out, c_in, k, dtype=np.float32):
@@ -214,7 +207,7 @@ def dc_dct_conv_weight(c_out, c_in, k, dtype=np.float32):
     c_out, c_in, k = _check_conv_shape(c_out, c_in, k)
     count = c_out * c_in
     atoms = _pair_atoms(c_out, c_in, k, remove_mean=False)[_hash_order(count)]
-    flip = _splitmix64(np.arange(count, dtype=np.uint64) + _SIGN_HASH_OFFSET) & np.uint64(1)
+    flip = splitmix64(np.arange(count, dtype=np.uint64) + _SIGN_HASH_OFFSET) & np.uint64(1)
     atoms = atoms * np.where(flip == 1, -1.0, 1.0)[:, None, None]
     return atoms.reshape(c_out, c_in, k, k).astype(_check_dtype(dtype))
 

@@ -253,7 +253,8 @@ def model_from_weights(contents, dtype=np.float32):
     model = build_model(attrs["model"], in_channels=int(c), num_classes=int(attrs["num_classes"]),
                         seed=int(attrs.get("seed", 0)), dtype=dtype,
                         dictionary=attrs.get("dictionary") or LEGACY_DICTIONARY, widths=tuple(attrs["widths"]),
-                        dropout=float(attrs.get("dropout", DEFAULT_DROPOUT)))
+                        dropout=float(attrs.get("dropout", DEFAULT_DROPOUT)),
+                        mask_stream=attrs.get("dropout_masks") or "legacy")
     for name, conv in model.conv_layers():
         layer = contents.layers.get(name)
         if layer is None:

@@ -94,7 +94,8 @@ def dictionary_factors(dictionary, c_out, c_in, k, gain, atoms=None):
 
 
 def build_model(name, in_channels=3, num_classes=10, seed=0, dtype=np.float32,
-                dictionary=DEFAULT_DICTIONARY, widths=NIN_WIDTHS, dropout=DEFAULT_DROPOUT, rng=None):
+                dictionary=DEFAULT_DICTIONARY, widths=NIN_WIDTHS, dropout=DEFAULT_DROPOUT, rng=None,
+                mask_stream="splitmix64"):
     """Build NiN or DS-NiN.
 
     Args:
@@ -109,6 +110,9 @@ def build_model(name, in_channels=3, num_classes=10, seed=0, dtype=np.float32,
         widths: the 8 hidden widths (small ones make tiny test networks).
         dropout: probability of drop1 and drop2, in [0, 1) (0 keeps the
             layers but they draw no masks).
+        mask_stream: how the dropout masks are drawn
+            (:data:`minids.layers.dropout.MASK_STREAMS`; "legacy" for files
+            written before the splitmix64 stream).
     Returns:
         a :class:`Network` on the host (NumPy); ``.to(cupy)`` moves it.
     """
@@ -139,12 +143,12 @@ def build_model(name, in_channels=3, num_classes=10, seed=0, dtype=np.float32,
         relu_count += 1
         layers += [(conv_name, conv), (f"relu{relu_count}", ReLU())]
         if conv_name == "cccp2":
-            layers += [("pool1", MaxPool2d(3, 2, ceil_mode=True)), ("drop1", Dropout(dropout, rng))]
+            layers += [("pool1", MaxPool2d(3, 2, ceil_mode=True)), ("drop1", Dropout(dropout, rng, mask_stream))]
         elif conv_name == "cccp4":
-            layers += [("pool2", AvgPool2d(3, 2, ceil_mode=True)), ("drop2", Dropout(dropout, rng))]
+            layers += [("pool2", AvgPool2d(3, 2, ceil_mode=True)), ("drop2", Dropout(dropout, rng, mask_stream))]
     layers.append(("gap", GlobalAvgPool()))
     model = Network(layers, name, in_channels, num_classes, dictionary if fixed else None, widths)
-    model.rng = rng
+    model.rng, model.mask_stream = rng, mask_stream
     return model
 
 

@@ -113,7 +113,8 @@ def prune_model(model):
     dtype = arrays[convs[0][0]][0].dtype
     pruned = build_model(model.name, in_channels=model.in_channels, num_classes=model.num_classes,
                          dtype=dtype, dictionary=model.dictionary or DEFAULT_DICTIONARY, widths=widths,
-                         rng=np.random.default_rng(0))
+                         rng=np.random.default_rng(0),
+                         mask_stream=getattr(model, "mask_stream", "splitmix64"))
     for name, conv in pruned.conv_layers():
         weight, bias = arrays[name]
         store = conv.buffers if conv.fixed else conv.params

@@ -512,6 +512,7 @@ class _Run:
             "num_classes": int(model.num_classes), "widths": np.array(model.widths, np.int64),
             "dictionary": model.dictionary or "", "shrink": cfg.shrink,
             "zeta_schedule": cfg.zeta_schedule, "dropout": float(cfg.dropout),
+            "dropout_masks": model.mask_stream,
             "dataset": cfg.data, "seed": int(cfg.seed),
             "epoch": int(self.epoch), "epochs": int(cfg.epochs), "lr": float(cfg.lr),
             "momentum": float(cfg.momentum), "weight_decay": float(cfg.weight_decay),
