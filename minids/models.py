@@ -14,10 +14,11 @@ docs/training.md).
 
 Initialisation (docs/models.md): learned convolutions are He-normal,
 std = sqrt(2 / fan_in), biases zero. A DS-NiN fixed convolution has unit-norm
-atoms; its weight is the dictionary times the He gain
-(:func:`minids.dictionary.he_gain`) that gives every output kernel He's
-squared norm 2: activations and the coefficient layers' gradients then keep
-NiN's scale.
+atoms; its weight is the dictionary times one gain per layer
+(:func:`minids.dictionary.he_gain`) with which the block keeps He's second
+moment, for the zero-mean image at conv1 and the rectified inputs of conv2
+and conv3: activations and the coefficient layers' gradients then keep NiN's
+scale.
 The classifier (cccp6) starts with weights 0.1 × He and bias 1, so the final
 ReLU starts active and the first loss is ln K instead of a saturated softmax
 that kills that ReLU in the first steps.

@@ -213,7 +213,8 @@ def _file_config(attrs):
             "weight_decay": float(attrs["weight_decay"]), "zeta": float(attrs["zeta"]),
             "lr_schedule": schedule, "seed": int(attrs["seed"]), "preprocess": attrs["preprocess"],
             "widths": tuple(int(w) for w in attrs["widths"]), "extra": bool(attrs.get("extra", True)),
-            "dictionary": attrs.get("dictionary") or (LEGACY_DICTIONARY if attrs["model"] == "ds-nin" else None),
+            "dictionary": attrs.get("dictionary")
+            or (LEGACY_DICTIONARY if attrs["model"] == "ds-nin" else None),
             "shrink": attrs.get("shrink", "all"),
             "zeta_schedule": attrs.get("zeta_schedule", "constant"),
             "dropout": float(attrs.get("dropout", DEFAULT_DROPOUT)), **sizes}
@@ -590,8 +591,6 @@ def train(config, reporter=None):
     """
     reporter = reporter or SilentReporter()
     cfg, resumed = resolve(config)
-    if Path(cfg.out).is_dir():
-        raise MinidsError(f"--out {cfg.out} is a folder; give a file name such as {Path(cfg.out) / 'run.h5'}")
     get_module(cfg.device)  # a one-line error for a missing GPU before anything is written
     with OutputLock(cfg.out):
         _check_out(cfg)
