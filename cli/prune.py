@@ -23,7 +23,10 @@ def prune(weights, out, force):
     for name, (before, after) in result["counts"].items():
         click.echo(f"{name:<7} {before:>9} {after:>6}")
     before, after = result["flops_before"], result["flops_after"]
-    click.echo(f"FLOPs per image: {before / 1e6:.1f} M -> {after / 1e6:.1f} M "
+    click.echo(f"FLOPs per image, fixed convs dense: {before / 1e6:.1f} M -> {after / 1e6:.1f} M "
+               f"({after / before:.3f} of the original)")
+    before, after = result["factored_flops_before"], result["factored_flops_after"]
+    click.echo(f"FLOPs per image, as computed (factored): {before / 1e6:.1f} M -> {after / 1e6:.1f} M "
                f"({after / before:.3f} of the original)")
     click.echo(f"trainable parameters: {result['params_before']:,} -> {result['params_after']:,}")
     click.echo(f"max |logit difference| on random inputs: {result['max_logit_diff']:.2e} "

@@ -176,7 +176,9 @@ def prune_weights_file(source, target, force=False):
     before anything is written.
 
     Returns a dict: 'counts' (see :func:`pruned_counts`), 'flops_before',
-    'flops_after' (per image, :func:`minids.flops.model_flops` totals),
+    'flops_after' (per image, :func:`minids.flops.model_flops` totals, fixed
+    layers dense), 'factored_flops_before', 'factored_flops_after' (the same
+    as computed, factored layers at their cost),
     'params_before', 'params_after' (trainable), 'max_logit_diff', 'max_logit'.
     Raises MinidsError for a bad source, a NiN, ``target`` = ``source``, an
     existing ``target`` without ``force``, or a failed check.
@@ -210,8 +212,10 @@ def prune_weights_file(source, target, force=False):
     def trainable(net):
         return sum(int(p.size) for p in net.params.values())
 
+    before, after = model_flops(model, shape), model_flops(pruned, shape)
     return {"counts": counts,
-            "flops_before": model_flops(model, shape)["total"],
-            "flops_after": model_flops(pruned, shape)["total"],
+            "flops_before": before["total"], "flops_after": after["total"],
+            "factored_flops_before": before["factored_total"],
+            "factored_flops_after": after["factored_total"],
             "params_before": trainable(model), "params_after": trainable(pruned),
             "max_logit_diff": diff, "max_logit": scale}

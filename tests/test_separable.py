@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from minids.backend import gpu_available
+from minids.flops import model_flops
 from minids.io import layer_arrays, model_from_weights, read_weights
 from minids.layers import FixedConv2d
 from minids.models import build_model, dictionary_factors
@@ -117,6 +118,11 @@ def test_prune_carries_factors_and_a_reload_rebuilds_them(tmp_path):
     x = np.random.default_rng(3).standard_normal((4, 1, 28, 28)).astype(np.float32)
     np.testing.assert_allclose(pruned.forward(x, train=False), model.forward(x, train=False),
                                rtol=1e-4, atol=1e-4)
+    # the factored conv2 of the pruned net by hand: atoms 0-9 and 150-191 of the (16, 4, 4)
+    # grid use channel frequencies 0, 9, 10, 11 and all 4 vertical and 4 horizontal atoms;
+    # conv2 reads 96 maps of 14x14 (pad 2)
+    by_hand = 96 * 4 * 196 + 4 * 4 * 5 * 14 * 18 + 4 * 4 * 4 * 5 * 196
+    assert model_flops(pruned, (1, 28, 28))["factored_layers"]["conv2"] == 2 * by_hand
 
     # written and read back: the layer group names its atoms, the loader rebuilds the factors
     from minids.io import WeightsFile, write_weights
