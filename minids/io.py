@@ -170,6 +170,18 @@ def write_weights(path, contents):
         raise
 
 
+def write_text_atomically(path, text):
+    """Write ``text`` to ``path`` through a temporary file and a rename; MinidsError on failure."""
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        remove_quietly(tmp)
+        raise MinidsError(f"cannot write {path}: {err.strerror or err}") from None
+
+
 def temporary_path(path):
     """The temporary name ``path`` is written under first: hidden, unique to this process."""
     path = Path(path)

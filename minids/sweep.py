@@ -26,7 +26,7 @@ import h5py
 
 from minids.errors import MinidsError
 from minids.interrupt import StopRequest
-from minids.io import remove_quietly, temporary_path
+from minids.io import write_text_atomically
 
 ENGINES = ("local", "ray")
 #: train options a sweep sets itself for every point (not passable through)
@@ -287,13 +287,7 @@ def write_table(rows, folder):
     writer.writeheader()
     writer.writerows(rows)
     path = Path(folder) / TABLE_FILE
-    tmp = temporary_path(path)
-    try:
-        tmp.write_text(buffer.getvalue())
-        os.replace(tmp, path)
-    except OSError as err:
-        remove_quietly(tmp)
-        raise MinidsError(f"cannot write {path}: {err.strerror or err}") from None
+    write_text_atomically(path, buffer.getvalue())
     return path
 
 

@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import math
-import os
 import signal
 import time
 import warnings
@@ -31,7 +30,7 @@ from minids.errors import MinidsError
 from minids.evaluate import check_compatible, predict
 from minids.interrupt import StopRequest
 from minids.io import (LEGACY_DICTIONARY, WeightsFile, layer_arrays, model_from_weights, read_weights,
-                       remove_quietly, temporary_path, write_weights)
+                       write_text_atomically, write_weights)
 from minids.layers import SoftmaxNLL
 from minids.lock import OutputLock, remove_stale_temporaries
 from minids.models import DEFAULT_DROPOUT, MODELS, NIN_WIDTHS, build_model
@@ -564,13 +563,7 @@ def write_csv(path, columns, history):
     writer.writerow(columns)
     for i in range(len(history[columns[0]])):
         writer.writerow([_fmt(col, history[col][i]) for col in columns])
-    tmp = temporary_path(path)
-    try:
-        tmp.write_text(buffer.getvalue())
-        os.replace(tmp, path)
-    except OSError as err:
-        remove_quietly(tmp)
-        raise MinidsError(f"cannot write {path}: {err.strerror or err}") from None
+    write_text_atomically(path, buffer.getvalue())
 
 
 def _fmt(col, value):

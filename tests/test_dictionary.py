@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 
+from helpers import hand_splitmix64
 from minids.dictionary import (DICTIONARIES, atoms_per_axis, dc_dct_conv_weight, dct_conv_weight,
                                get_dictionary, mixed_dct_conv_weight, odct1d, odct2d)
 from minids.errors import MinidsError
@@ -108,15 +109,6 @@ def test_registry():
     assert get_dictionary("odct2-dc") is dc_dct_conv_weight
     with pytest.raises(MinidsError, match="unknown dictionary 'dct9'; known: odct2, odct2-dc, odct2-mixed"):
         get_dictionary("dct9")
-
-
-def hand_splitmix64(x):
-    """splitmix64's output for state x, with Python integers (Vigna's reference code)."""
-    mask = (1 << 64) - 1
-    z = (x + 0x9E3779B97F4A7C15) & mask
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-    return z ^ (z >> 31)
 
 
 def test_hand_splitmix64_is_the_reference():

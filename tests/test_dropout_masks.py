@@ -3,18 +3,11 @@
 import numpy as np
 import pytest
 
+from helpers import hand_splitmix64
 from minids.backend import gpu_available
 from minids.hashing import hashed_uniform
 from minids.layers import Dropout
 from minids.models import build_model
-
-
-def hand_splitmix64(x):
-    mask = (1 << 64) - 1
-    z = (x + 0x9E3779B97F4A7C15) & mask
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-    return z ^ (z >> 31)
 
 
 def test_hashed_uniform_by_hand_near_the_wrap_around():

@@ -14,9 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
+from helpers import SignalAtBatch
 from minids.io import temporary_path
 from minids.lock import OutputLock
-from minids.train import Interrupted, SilentReporter, TrainConfig, csv_path, train
+from minids.train import Interrupted, TrainConfig, csv_path, train
 
 TINY = (8, 8, 8, 8, 8, 8, 8, 8)
 TINY_ARGS = ["--widths", ",".join(map(str, TINY)), "--train-size", "64", "--test-size", "20",
@@ -130,27 +131,15 @@ def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.csv", "w.h5"]  # no lock file left
 
 
-class TermAtBatch(SilentReporter):
-    """Sends the process a real SIGTERM after the ``at``-th batch."""
-
-    def __init__(self, at):
-        self.at, self.count = at, 0
-
-    def update(self, images, loss):
-        self.count += 1
-        if self.count == self.at:
-            signal.raise_signal(signal.SIGTERM)
-
-
 def test_sigterm_saves_the_current_batch_and_exits_143(tmp_path, monkeypatch):
     out = tmp_path / "w.h5"
     with pytest.raises(Interrupted, match="stopped by SIGTERM") as stop:
-        train(tiny(out, epochs=2), TermAtBatch(1))
+        train(tiny(out, epochs=2), SignalAtBatch(1, signal.SIGTERM))
     assert stop.value.exit_status == 143
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     with h5py.File(out, "r") as f:
         assert f["partial_epoch"].attrs["batches"] == 1
-    monkeypatch.setattr("cli.train.ConsoleReporter", lambda quiet: TermAtBatch(1))
+    monkeypatch.setattr("cli.train.ConsoleReporter", lambda quiet: SignalAtBatch(1, signal.SIGTERM))
     result = invoke("train", *TINY_ARGS, "--epochs", "2", "--out", tmp_path / "cli.h5")
     assert result.exit_code == 143 and "stopped by SIGTERM" in result.output
     assert "Traceback" not in result.output

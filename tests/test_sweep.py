@@ -2,7 +2,6 @@
 
 import csv
 import importlib.util
-import signal
 
 import h5py
 import numpy as np
@@ -10,9 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
+from helpers import SignalAtBatch
 from minids.errors import MinidsError
 from minids.sweep import Point, grid, parse_list
-from minids.train import Interrupted, SilentReporter, TrainConfig, train
+from minids.train import Interrupted, TrainConfig, train
 
 TINY = "8,8,8,8,8,8,8,8"
 TRAIN_ARGS = ["--widths", TINY, "--train-size", "64", "--test-size", "20", "--epochs", "2",
@@ -72,16 +72,6 @@ def test_local_two_point_sweep_table_equals_the_weights_files(tmp_path):
     assert "0.001" in analyzed.output and (tmp_path / "p" / "frontier.png").exists()
 
 
-class StopAtBatch(SilentReporter):
-    def __init__(self, at):
-        self.at, self.count = at, 0
-
-    def update(self, images, loss):
-        self.count += 1
-        if self.count == self.at:
-            signal.raise_signal(signal.SIGINT)
-
-
 def test_rerun_finishes_missing_points_only_and_leaves_finished_files_alone(tmp_path):
     folder = tmp_path / "s"
     assert sweep("--zeta", "0", "--out-dir", folder, *TRAIN_ARGS).exit_code == 0
@@ -92,7 +82,7 @@ def test_rerun_finishes_missing_points_only_and_leaves_finished_files_alone(tmp_
                          widths=tuple([8] * 8), train_size=64, test_size=20, epochs=2, batch_size=32,
                          device="cpu", out=str(partial))
     with pytest.raises(Interrupted):
-        train(config, StopAtBatch(1))
+        train(config, SignalAtBatch(1))
     with h5py.File(partial, "r") as f:
         assert f["partial_epoch"].attrs["batches"] == 1
     result = sweep("--zeta", "0,1e-3", "--out-dir", folder, *TRAIN_ARGS)

@@ -10,12 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
+from helpers import SignalAtBatch
 from minids.dictionary import get_dictionary
 from minids.errors import MinidsError
 from minids.interrupt import StopRequest
 from minids.io import read_weights
 from minids.layers import SoftmaxNLL
-from minids.train import (Interrupted, SilentReporter, TrainConfig, default_schedule, parse_schedule, resolve,
+from minids.train import (Interrupted, TrainConfig, default_schedule, parse_schedule, resolve,
                           train)
 
 TINY = (8, 8, 8, 8, 8, 8, 8, 8)
@@ -124,24 +125,12 @@ def test_interrupt_keeps_last_epoch_and_resume_matches(tmp_path, monkeypatch):
     _assert_same_run(straight, out)
 
 
-class CtrlCAtBatch(SilentReporter):
-    """Presses Ctrl-C (a real SIGINT) after the ``at``-th batch of the run."""
-
-    def __init__(self, at):
-        self.at, self.count = at, 0
-
-    def update(self, images, loss):
-        self.count += 1
-        if self.count == self.at:
-            signal.raise_signal(signal.SIGINT)
-
-
 def test_ctrl_c_saves_the_current_batch_and_resume_matches(tmp_path):
     straight = tmp_path / "straight.h5"
     train(tiny(straight, epochs=2))
     out = tmp_path / "stopped.h5"
     with pytest.raises(Interrupted, match="2 of 3 batches of epoch 2"):
-        train(tiny(out, epochs=2), CtrlCAtBatch(5))  # 3 batches per epoch: batch 2 of epoch 2
+        train(tiny(out, epochs=2), SignalAtBatch(5))  # 3 batches per epoch: batch 2 of epoch 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with h5py.File(out, "r") as f:  # plain h5py: where the run stopped
         assert f.attrs["epoch"] == 1 and f["partial_epoch"].attrs["batches"] == 2
@@ -153,7 +142,7 @@ def test_ctrl_c_saves_the_current_batch_and_resume_matches(tmp_path):
 
 
 def test_ctrl_c_on_the_command_line(tmp_path, monkeypatch):
-    monkeypatch.setattr("cli.train.ConsoleReporter", lambda quiet: CtrlCAtBatch(2))
+    monkeypatch.setattr("cli.train.ConsoleReporter", lambda quiet: SignalAtBatch(2))
     out = tmp_path / "w.h5"
     result = invoke("--widths", TINY_ARG, "--train-size", "96", "--test-size", "40", "--batch-size", "32",
                     "--device", "cpu", "--epochs", "2", "--out", str(out))
