@@ -2,7 +2,7 @@
 
 :func:`to_torch` converts a minids :class:`~minids.models.Network` layer by
 layer, weights included, so both frameworks run the identical model, pruned
-widths included. Following DESIGN.md "Benchmarks against PyTorch", a fixed
+widths included. To compare like with like, a fixed
 (dictionary) convolution becomes a frozen ``nn.Conv2d`` built *without* a
 bias, followed by a separate trainable :class:`Bias`: with the bias inside the
 conv, PyTorch's CPU backward would compute the frozen weight's gradient anyway.

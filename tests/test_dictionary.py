@@ -213,7 +213,7 @@ def hand_odct3_weight(c_out, c_in, k):
 def test_odct3_matches_the_formula_written_out(c_out, c_in, k, counts, rank):
     from minids.dictionary import odct3_atoms_per_axis, odct3_conv_weight
     hand_counts, hand = hand_odct3_weight(c_out, c_in, k)
-    assert hand_counts == counts  # DESIGN's (5,7,7), (16,4,4), (24,3,3) and the 2-D rule's 14x14
+    assert hand_counts == counts  # (5,7,7), (16,4,4), (24,3,3) and the 2-D rule's 14x14
     assert odct3_atoms_per_axis(c_out, c_in, k) == counts
     weight = odct3_conv_weight(c_out, c_in, k, np.float64)
     assert weight.shape == (c_out, c_in, k, k) and weight.dtype == np.float64
