@@ -98,7 +98,8 @@ def _widths(ctx, param, value):
 @click.option("--epochs", type=int, default=None,
               help="Epochs in all [default per data set: "
                    + ", ".join(f"{k} {v}" for k, v in DEFAULT_EPOCHS.items()) + "].")
-@click.option("--batch-size", type=int, default=None, help="Images per step [default: 128].")
+@click.option("--batch-size", type=int, default=None,
+              help="Images per step [default: 64 on fashion-mnist-mini, else 128].")
 @click.option("--lr", type=float, default=None,
               help="Learning rate ε (dampened momentum: the steady-state step is ε·g) [default: 0.5 for ds-nin, 0.1 for nin].")
 @click.option("--momentum", type=float, default=None, help="Momentum η, also the dampening [default: 0.9].")

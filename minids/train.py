@@ -38,7 +38,7 @@ from minids.optim import MomentumShrink, constant, multistep, step_decay
 from minids.sparsity import layer_sparsity, overall_sparsity
 
 # Per data set: epochs when --epochs is not given (see docs/training.md).
-DEFAULT_EPOCHS = {"fashion-mnist-mini": 3, "fashion-mnist": 15, "svhn": 20, "cifar10": 100}
+DEFAULT_EPOCHS = {"fashion-mnist-mini": 4, "fashion-mnist": 15, "svhn": 20, "cifar10": 100}
 DEFAULT_DATA = "fashion-mnist-mini"
 DEFAULT_MODEL = "ds-nin"
 DEFAULT_LR = {"ds-nin": 0.5, "nin": 0.1}  # see docs/training.md
@@ -48,6 +48,8 @@ DEFAULT_ZETA = {"ds-nin": 1e-5, "nin": 0.0}
 # dropout probability when --dropout is not given: DS-NiN underfits, dropout costs it accuracy
 DEFAULT_DROPOUT_OF = {"ds-nin": 0.0, "nin": DEFAULT_DROPOUT}  # see docs/training.md
 DEFAULT_BATCH_SIZE = 128
+# the embedded set is small: twice the steps per epoch let plain `minids train` learn in minutes
+DEFAULT_BATCH_SIZE_OF = {"fashion-mnist-mini": 64}
 # the largest --batch-size and --widths accepted (far past what fits in memory at NiN's sizes)
 MAX_BATCH_SIZE = 65536
 MAX_WIDTH = 16384
@@ -245,7 +247,8 @@ def resolve(cfg):
         model = cfg.model or DEFAULT_MODEL
         epochs = cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS.get(data, 10)
         cfg = replace(cfg, data=data, model=model, epochs=epochs,
-                      batch_size=DEFAULT_BATCH_SIZE if cfg.batch_size is None else cfg.batch_size,
+                      batch_size=(DEFAULT_BATCH_SIZE_OF.get(data, DEFAULT_BATCH_SIZE)
+                                  if cfg.batch_size is None else cfg.batch_size),
                       lr=DEFAULT_LR[model] if cfg.lr is None else cfg.lr,
                       momentum=DEFAULT_MOMENTUM if cfg.momentum is None else cfg.momentum,
                       weight_decay=DEFAULT_WEIGHT_DECAY if cfg.weight_decay is None else cfg.weight_decay,
