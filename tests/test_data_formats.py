@@ -144,7 +144,7 @@ def test_fashion_truncated_and_bad_header(tmp_path, no_system_fashion):
 
 
 def test_missing_files_say_which_and_how(tmp_path, no_system_fashion):
-    with pytest.raises(MinidsError, match=r"missing train_32x32.mat, extra_32x32.mat in .*minids data download svhn"):
+    with pytest.raises(MinidsError, match=r"missing train_32x32.mat, test_32x32.mat, extra_32x32.mat in .*minids data download svhn"):
         data.load("svhn", "train", tmp_path)
     with pytest.raises(MinidsError, match="missing cifar-10-python.tar.gz"):
         data.load("cifar10", "train", tmp_path)
