@@ -18,14 +18,14 @@ from minids.errors import MinidsError
 
 # command name -> (module under cli/, attribute, one-line help)
 COMMANDS = {
-    "data": ("cli.data", "data", "Download, inspect and verify data sets."),
-    "gradcheck": ("cli.gradcheck", "gradcheck", "Check every layer's backward against finite differences."),
-    "params": ("cli.params", "params", "Trainable parameters per layer (the paper's Figure 4)."),
-    "prune": ("cli.prune", "prune", "Remove zeroed coefficient filters and dead dictionary channels."),
-    "train": ("cli.train", "train_command", "Train NiN or DS-NiN; weights and history to HDF5."),
-    "evaluate": ("cli.evaluate", "evaluate_command", "Test error, per-class accuracy and confusion matrix."),
-    "analyze": ("cli.analyze", "analyze_command", "Tables and figures of the paper from weights files."),
-    "sweep": ("cli.sweep", "sweep_command", "Train over a grid of ζ; the accuracy-sparsity frontier."),
+    "data": ("minids.cli.data", "data", "Download, inspect and verify data sets."),
+    "gradcheck": ("minids.cli.gradcheck", "gradcheck", "Check every layer's backward against finite differences."),
+    "params": ("minids.cli.params", "params", "Trainable parameters per layer (the paper's Figure 4)."),
+    "prune": ("minids.cli.prune", "prune", "Remove zeroed coefficient filters and dead dictionary channels."),
+    "train": ("minids.cli.train", "train_command", "Train NiN or DS-NiN; weights and history to HDF5."),
+    "evaluate": ("minids.cli.evaluate", "evaluate_command", "Test error, per-class accuracy and confusion matrix."),
+    "analyze": ("minids.cli.analyze", "analyze_command", "Tables and figures of the paper from weights files."),
+    "sweep": ("minids.cli.sweep", "sweep_command", "Train over a grid of ζ; the accuracy-sparsity frontier."),
 }
 
 

@@ -127,7 +127,7 @@ def train_command(point, folder, passed):
 
 
 #: how a child process starts the minids command line
-CLI = [sys.executable, "-c", "from cli.main import main; main()"]
+CLI = [sys.executable, "-c", "from minids.cli.main import main; main()"]
 
 
 class Children:

@@ -12,7 +12,7 @@ out=${1:?usage: bash scripts/device_check.sh OUT_DIR}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-minids() { python -c "from cli.main import main; main()" "$@"; }
+minids() { python -c "from minids.cli.main import main; main()" "$@"; }
 summary="$out/summary.txt"
 : > "$summary"
 failed=0
@@ -38,8 +38,8 @@ for model in ds-nin nin; do
     step "train_$model" minids train --model "$model" "${train_args[@]}" --out "$out/$model.h5"
     # the same run stopped after epoch 1, then resumed to 2: must equal the straight run
     step "resume_$model" bash -c "
-        python -c 'from cli.main import main; main()' train --model $model ${train_args[*]} --epochs 1 --out '$out/$model-split.h5' &&
-        python -c 'from cli.main import main; main()' train --resume '$out/$model-split.h5' --epochs 2 --device gpu --quiet &&
+        python -c 'from minids.cli.main import main; main()' train --model $model ${train_args[*]} --epochs 1 --out '$out/$model-split.h5' &&
+        python -c 'from minids.cli.main import main; main()' train --resume '$out/$model-split.h5' --epochs 2 --device gpu --quiet &&
         python - '$out/$model.h5' '$out/$model-split.h5' <<'PY'
 import sys, h5py, numpy as np
 with h5py.File(sys.argv[1], 'r') as a, h5py.File(sys.argv[2], 'r') as b:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from minids.cli.main import main
 from minids.analysis import (analyze, first_layer_filters, format_csv, format_json, format_table,
                              load, write_figures)
 from minids.analysis.figures import DPI, figure_size

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 from click.testing import CliRunner
 
-from cli.main import main
+from minids.cli.main import main
 from minids.evaluate import evaluate
 from minids.io import read_weights
 from minids.prune import prune_weights_file

@@ -3,7 +3,7 @@
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from minids.cli.main import main
 from data_files import random_split, write_svhn
 from minids.data import fashion_mnist
 

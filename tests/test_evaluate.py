@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from minids.cli.main import main
 from minids.data import load
 from minids.data.preprocess import stratified_order
 from minids.errors import MinidsError

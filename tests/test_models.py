@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from minids.cli.main import main
 from minids.data import MINI_FILE
 from minids.dictionary import dct_conv_weight
 from minids.errors import MinidsError

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from minids.cli.main import main
 from minids.errors import MinidsError
 from minids.flops import model_flops
 from minids.io import WeightsFile, layer_arrays, load_model, read_weights, write_weights

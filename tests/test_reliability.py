@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from minids.cli.main import main
 from helpers import SignalAtBatch
 from minids.io import temporary_path
 from minids.lock import OutputLock
@@ -139,7 +139,7 @@ def test_sigterm_saves_the_current_batch_and_exits_143(tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     with h5py.File(out, "r") as f:
         assert f["partial_epoch"].attrs["batches"] == 1
-    monkeypatch.setattr("cli.train.ConsoleReporter", lambda quiet: SignalAtBatch(1, signal.SIGTERM))
+    monkeypatch.setattr("minids.cli.train.ConsoleReporter", lambda quiet: SignalAtBatch(1, signal.SIGTERM))
     result = invoke("train", *TINY_ARGS, "--epochs", "2", "--out", tmp_path / "cli.h5")
     assert result.exit_code == 143 and "stopped by SIGTERM" in result.output
     assert "Traceback" not in result.output

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from minids.cli.main import main
 from helpers import SignalAtBatch
 from minids.errors import MinidsError
 from minids.sweep import Point, grid, parse_list

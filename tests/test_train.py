@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from minids.cli.main import main
 from helpers import SignalAtBatch
 from minids.dictionary import get_dictionary
 from minids.errors import MinidsError
@@ -142,7 +142,7 @@ def test_ctrl_c_saves_the_current_batch_and_resume_matches(tmp_path):
 
 
 def test_ctrl_c_on_the_command_line(tmp_path, monkeypatch):
-    monkeypatch.setattr("cli.train.ConsoleReporter", lambda quiet: SignalAtBatch(2))
+    monkeypatch.setattr("minids.cli.train.ConsoleReporter", lambda quiet: SignalAtBatch(2))
     out = tmp_path / "w.h5"
     result = invoke("--widths", TINY_ARG, "--train-size", "96", "--test-size", "40", "--batch-size", "32",
                     "--device", "cpu", "--epochs", "2", "--out", str(out))
