@@ -5,12 +5,8 @@ import time
 
 import click
 
-from minids.backend import DEVICES
-from minids.data import DATASETS
-from minids.data.preprocess import PREPROCESSING
-from minids.dictionary import DICTIONARIES
-from minids.models import MODELS
-from minids.train import DEFAULT_EPOCHS, SHRINK_SCOPES, ZETA_SCHEDULES, Interrupted, TrainConfig, train
+from minids import run_options
+from minids.train import Interrupted, TrainConfig, train
 
 _SHORT = {"train_loss": "loss", "train_error": "train_err", "test_error": "test_err",
           "val_error": "val_err", "images_per_second": "img/s", "seconds": "sec"}
@@ -81,81 +77,12 @@ class ConsoleReporter:
         click.echo("  ".join(cells))
 
 
-def _widths(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        widths = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter("give 8 comma-separated integers, e.g. 16,16,16,16,16,16,16,16") from None
-    return widths
-
-
 @click.command("train")
-@click.option("--data", type=click.Choice(DATASETS), default=None,
-              help="Data set [default: fashion-mnist-mini, embedded in the package].")
-@click.option("--model", type=click.Choice(MODELS), default=None, help="Model [default: ds-nin].")
-@click.option("--epochs", type=int, default=None,
-              help="Epochs in all [default per data set: "
-                   + ", ".join(f"{k} {v}" for k, v in DEFAULT_EPOCHS.items()) + "].")
-@click.option("--batch-size", type=int, default=None,
-              help="Images per step [default: 64 on fashion-mnist-mini, else 128].")
-@click.option("--lr", type=float, default=None,
-              help="Learning rate ε (dampened momentum: the steady-state step is ε·g) [default: 0.5 for ds-nin, 0.1 for nin].")
-@click.option("--momentum", type=float, default=None, help="Momentum η, also the dampening [default: 0.9].")
-@click.option("--weight-decay", type=float, default=None, help="L2 coefficient μ [default: 1e-4].")
-@click.option("--zeta", type=float, default=None,
-              help="L1 shrink threshold ζ per step [default: 1e-5 for ds-nin, 0 for nin].")
-@click.option("--zeta-schedule", type=click.Choice(ZETA_SCHEDULES), default=None,
-              help="constant: the threshold is ζ at every step (the paper's rule); follow-lr: ζ times "
-                   "the --lr-schedule multiplier, so the L1 penalty stays the same when ε drops "
-                   "[default: constant].")
-@click.option("--shrink", type=click.Choice(SHRINK_SCOPES), default=None,
-              help="Tensors the shrink applies to: all (the paper's rule), weights (not biases), or "
-                   "coefficients (only the coefficient layers' weights) [default: all].")
-@click.option("--dropout", type=float, default=None,
-              help="Probability of both dropout layers [default: 0 for ds-nin, 0.5 for nin; "
-                   "see docs/training.md].")
-@click.option("--lr-schedule", default=None, metavar="SPEC",
-              help="constant | step:EPOCHS:GAMMA | multistep:E1,E2:GAMMA (epochs from 0) "
-                   "[default: with --zeta > 0 and a constant threshold, × 0.3 at 3/4 of --epochs; "
-                   "otherwise × 0.1 at 1/2 and at 3/4].")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
-              help="auto uses the GPU when CuPy sees one.")
-@click.option("--seed", type=int, default=None, help="Seeds init, dropout, data order, subsets [default: 0].")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Where data sets are (see `minids data`).")
-@click.option("--download", is_flag=True, help="Download missing data files first.")
-@click.option("--no-extra", "no_extra", is_flag=True, default=None,
-              help="SVHN: train on train_32x32 only, without extra_32x32.")
-@click.option("--preprocess", type=click.Choice(PREPROCESSING), default=None,
-              help="Per-channel mean/std, or GCN + ZCA [default: standard].")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Weights file [default: weights/<model>-<data>.h5; history CSV beside it].")
-@click.option("--resume", type=click.Path(dir_okay=False), default=None,
-              help="Continue the run in this weights file (to --epochs in all), exactly.")
-@click.option("--force", is_flag=True, help="Overwrite an existing --out file of another run.")
-@click.option("--train-size", type=int, default=None, help="Use a deterministic stratified subset.")
-@click.option("--test-size", type=int, default=None, help="Use a deterministic stratified test subset.")
-@click.option("--val-size", type=int, default=None, help="Hold out N training images as validation.")
-@click.option("--widths", callback=_widths, default=None, metavar="W1,...,W8",
-              help="Hidden widths (small values make tiny networks for tests) [default: NiN's].")
-@click.option("--dictionary", type=click.Choice(sorted(DICTIONARIES)), default=None,
-              help="Fixed dictionary of DS-NiN's k×k convolutions [default: odct3, the paper "
-                   "author's 3-D DCT; see docs/method.md].")
+@run_options.click_options
 @click.option("--quiet", is_flag=True, help="No progress bar (the run description and epoch rows still print).")
-def train_command(data, model, epochs, batch_size, lr, momentum, weight_decay, zeta, zeta_schedule, shrink,
-                  dropout, lr_schedule, device, seed, data_dir, download, no_extra, preprocess, out, resume,
-                  force, train_size, test_size, val_size, widths, dictionary, quiet):
+def train_command(quiet, **options):
     """Train NiN or DS-NiN; one row per epoch, weights (HDF5) written after every epoch."""
-    config = TrainConfig(data=data, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
-                         momentum=momentum, weight_decay=weight_decay, zeta=zeta,
-                         zeta_schedule=zeta_schedule, shrink=shrink, dropout=dropout,
-                         lr_schedule=lr_schedule, device=device, seed=seed, data_dir=data_dir,
-                         download=download, extra=None if not no_extra else False,
-                         preprocess=preprocess, out=out, resume=resume, force=force,
-                         train_size=train_size, test_size=test_size, val_size=val_size, widths=widths,
-                         dictionary=dictionary)
+    config = TrainConfig(**options)
     try:
         result = train(config, ConsoleReporter(quiet))
     except Interrupted as stop:

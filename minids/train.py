@@ -13,146 +13,29 @@ from the next batch. See docs/training.md.
 
 import csv
 import io
-import json
 import math
 import signal
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from minids import run_options
 from minids.backend import device_name, get_module
-from minids.data import DATASETS, BatchIterator, prepare
-from minids.dictionary import DEFAULT_DICTIONARY, get_dictionary
+from minids.data import BatchIterator, prepare
 from minids.errors import MinidsError
 from minids.evaluate import check_compatible, predict
 from minids.interrupt import StopRequest
-from minids.io import (LEGACY_DICTIONARY, WeightsFile, layer_arrays, model_from_weights, read_weights,
-                       write_text_atomically, write_weights)
+from minids.io import (WeightsFile, layer_arrays, model_from_weights, read_weights, write_text_atomically,
+                       write_weights)
 from minids.layers import SoftmaxNLL
 from minids.lock import OutputLock, remove_stale_temporaries
-from minids.models import DEFAULT_DROPOUT, MODELS, NIN_WIDTHS, build_model
-from minids.optim import MomentumShrink, constant, multistep, step_decay
+from minids.models import build_model
+from minids.optim import MomentumShrink
+from minids.run_options import TrainConfig
 from minids.sparsity import layer_sparsity, overall_sparsity
-
-# Per data set: epochs when --epochs is not given (see docs/training.md).
-DEFAULT_EPOCHS = {"fashion-mnist-mini": 4, "fashion-mnist": 15, "svhn": 20, "cifar10": 100}
-DEFAULT_DATA = "fashion-mnist-mini"
-DEFAULT_MODEL = "ds-nin"
-DEFAULT_LR = {"ds-nin": 0.5, "nin": 0.1}  # see docs/training.md
-DEFAULT_MOMENTUM = 0.9
-DEFAULT_WEIGHT_DECAY = 1e-4
-DEFAULT_ZETA = {"ds-nin": 1e-5, "nin": 0.0}
-# dropout probability when --dropout is not given: DS-NiN underfits, dropout costs it accuracy
-DEFAULT_DROPOUT_OF = {"ds-nin": 0.0, "nin": DEFAULT_DROPOUT}  # see docs/training.md
-DEFAULT_BATCH_SIZE = 128
-# the embedded set is small: twice the steps per epoch let plain `minids train` learn in minutes
-DEFAULT_BATCH_SIZE_OF = {"fashion-mnist-mini": 64}
-# the largest --batch-size and --widths accepted (far past what fits in memory at NiN's sizes)
-MAX_BATCH_SIZE = 65536
-MAX_WIDTH = 16384
-
-# Options that define a run: a resumed run takes them from its file.
-RUN_OPTIONS = ("data", "model", "batch_size", "lr", "momentum", "weight_decay", "zeta",
-               "lr_schedule", "seed", "preprocess", "train_size", "test_size", "val_size",
-               "widths", "extra", "dictionary", "shrink", "zeta_schedule", "dropout")
-
-# --shrink: which trainable tensors the L1 shrink applies to (docs/training.md)
-SHRINK_SCOPES = ("all", "weights", "coefficients")
-# --zeta-schedule: the threshold stays zeta, or follows the learning-rate schedule
-ZETA_SCHEDULES = ("constant", "follow-lr")
-
-
-@dataclass
-class TrainConfig:
-    """Options of a run; ``None`` means "the default" (or, with ``resume``, "as in the file").
-
-    Sizes are image counts (``None``: the whole split); ``lr_schedule`` is
-    ``constant``, ``step:EPOCHS:GAMMA`` or ``multistep:E1,E2,...:GAMMA`` (epochs
-    count from 0); ``widths`` the 8 hidden widths (default NiN's);
-    ``dictionary`` the fixed dictionary of DS-NiN (default ``odct3``; NiN has none);
-    ``shrink`` one of :data:`SHRINK_SCOPES` (default ``all``, the paper's rule);
-    ``zeta_schedule`` one of :data:`ZETA_SCHEDULES` (default ``constant``, the paper's);
-    ``dropout`` the probability of both dropout layers (default 0 for DS-NiN, 0.5 for NiN).
-    """
-
-    data: str | None = None
-    model: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    zeta: float | None = None
-    lr_schedule: str | None = None
-    device: str = "auto"
-    seed: int | None = None
-    data_dir: str | None = None
-    download: bool = False
-    extra: bool | None = None
-    preprocess: str | None = None
-    out: str | None = None
-    resume: str | None = None
-    force: bool = False
-    train_size: int | None = None
-    test_size: int | None = None
-    val_size: int | None = None
-    widths: tuple | None = None
-    dictionary: str | None = None
-    shrink: str | None = None
-    zeta_schedule: str | None = None
-    dropout: float | None = None
-
-
-def parse_schedule(spec):
-    """(callable epoch -> multiplier, JSON description) of a ``--lr-schedule`` string."""
-    text = str(spec).strip()
-    parts = text.split(":")
-    try:
-        if parts == ["constant"]:
-            return constant(), json.dumps({"spec": text, "kind": "constant"})
-        if parts[0] == "step" and len(parts) == 3:
-            every, gamma = int(parts[1]), float(parts[2])
-            return step_decay(every, gamma), json.dumps(
-                {"spec": text, "kind": "step", "step_epochs": every, "gamma": gamma})
-        if parts[0] == "multistep" and len(parts) == 3:
-            milestones = sorted(int(m) for m in parts[1].split(","))
-            gamma = float(parts[2])
-            if any(m < 0 for m in milestones):
-                raise ValueError
-            return multistep(milestones, gamma), json.dumps(
-                {"spec": text, "kind": "multistep", "milestones": milestones, "gamma": gamma})
-    except ValueError:
-        pass
-    raise MinidsError(f"bad --lr-schedule {text!r}; use constant, step:EPOCHS:GAMMA "
-                      "or multistep:E1,E2,...:GAMMA (e.g. multistep:8,12:0.1)")
-
-
-def default_schedule(epochs, zeta=0.0, zeta_schedule="constant"):
-    """The default ``--lr-schedule`` for a run of ``epochs`` with shrink ``zeta``.
-
-    Without the shrink, or with a threshold that follows the rate
-    (``zeta_schedule`` ``follow-lr``): divide ε by 10 after half and after
-    three quarters of the epochs. With a constant threshold (ζ > 0): one cut,
-    × 0.3 after three quarters. ζ is then subtracted in weight units at every
-    step whatever ε is, so a rate divided by 100 lets the shrink wipe out the
-    coefficients (docs/results.md).
-    """
-    if zeta > 0 and zeta_schedule == "constant":
-        cut = max(1, round(epochs * 3 / 4))
-        return f"multistep:{cut}:0.3" if cut < epochs else "constant"
-    first, second = max(1, round(epochs / 2)), max(1, round(epochs * 3 / 4))
-    if first >= epochs:
-        return "constant"
-    return f"multistep:{first},{second}:0.1" if second > first else f"multistep:{first}:0.1"
-
-
-def default_out(model, data):
-    """``weights/<model>-<data>.h5`` in the current folder."""
-    return str(Path("weights") / f"{model}-{data}.h5")
-
 
 def csv_path(out):
     """The history CSV beside the weights file ``out``.
@@ -165,62 +48,6 @@ def csv_path(out):
     return out.with_suffix(".csv") if out.suffix == ".h5" else out.with_name(out.name + ".csv")
 
 
-def _check_numbers(cfg):
-    for name in ("lr", "momentum", "weight_decay", "zeta"):
-        value = getattr(cfg, name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise MinidsError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}")
-    if not (isinstance(cfg.dropout, (int, float)) and 0 <= cfg.dropout < 1):
-        raise MinidsError(f"--dropout must be in [0, 1), got {cfg.dropout!r}")
-    if cfg.momentum >= 1:
-        raise MinidsError(f"--momentum must be in [0, 1), got {cfg.momentum!r}")
-    if cfg.epochs < 1:
-        raise MinidsError(f"--epochs must be >= 1, got {cfg.epochs}")
-    if not 1 <= cfg.batch_size <= MAX_BATCH_SIZE:
-        raise MinidsError(f"--batch-size must be in 1..{MAX_BATCH_SIZE}, got {cfg.batch_size}")
-    if not 0 <= cfg.seed < 2**63:
-        raise MinidsError(f"--seed must be in 0..2**63-1, got {cfg.seed}")
-    for name in ("train_size", "test_size", "val_size"):
-        value = getattr(cfg, name)
-        if value is not None and value < (0 if name == "val_size" else 1):
-            raise MinidsError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    if len(cfg.widths) != 8 or any(not 1 <= int(w) <= MAX_WIDTH for w in cfg.widths):
-        raise MinidsError(f"--widths needs 8 positive channel counts of at most {MAX_WIDTH}, "
-                          f"got {','.join(map(str, cfg.widths))}")
-    if cfg.data not in DATASETS:
-        raise MinidsError(f"unknown data set {cfg.data!r}; choose one of {', '.join(DATASETS)}")
-    if cfg.model not in MODELS:
-        raise MinidsError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
-    if cfg.model == "nin" and cfg.dictionary is not None:
-        raise MinidsError("--dictionary is for --model ds-nin; nin has no fixed convolutions")
-    if cfg.dictionary is not None:
-        get_dictionary(cfg.dictionary)  # a one-line error for an unknown name
-    if cfg.shrink not in SHRINK_SCOPES:
-        raise MinidsError(f"unknown --shrink {cfg.shrink!r}; choose one of {', '.join(SHRINK_SCOPES)}")
-    if cfg.shrink == "coefficients" and cfg.model == "nin":
-        raise MinidsError("--shrink coefficients is for --model ds-nin; nin has no coefficient layers")
-    if cfg.zeta_schedule not in ZETA_SCHEDULES:
-        raise MinidsError(f"unknown --zeta-schedule {cfg.zeta_schedule!r}; "
-                          f"choose one of {', '.join(ZETA_SCHEDULES)}")
-
-
-def _file_config(attrs):
-    """The run options stored in a weights file's attributes."""
-    schedule = json.loads(attrs["schedule"])["spec"]
-    sizes = {k: (int(attrs[k]) if attrs.get(f"{k}_asked", 1) else None)
-             for k in ("train_size", "test_size", "val_size")}
-    return {"data": attrs["dataset"], "model": attrs["model"], "batch_size": int(attrs["batch_size"]),
-            "lr": float(attrs["lr"]), "momentum": float(attrs["momentum"]),
-            "weight_decay": float(attrs["weight_decay"]), "zeta": float(attrs["zeta"]),
-            "lr_schedule": schedule, "seed": int(attrs["seed"]), "preprocess": attrs["preprocess"],
-            "widths": tuple(int(w) for w in attrs["widths"]), "extra": bool(attrs.get("extra", True)),
-            "dictionary": attrs.get("dictionary")
-            or (LEGACY_DICTIONARY if attrs["model"] == "ds-nin" else None),
-            "shrink": attrs.get("shrink", "all"),
-            "zeta_schedule": attrs.get("zeta_schedule", "constant"),
-            "dropout": float(attrs.get("dropout", DEFAULT_DROPOUT)), **sizes}
-
-
 def resolve(cfg):
     """A complete config: defaults filled in, or the resumed file's run options.
 
@@ -231,57 +58,15 @@ def resolve(cfg):
     resumed = None
     if cfg.resume:
         resumed = read_weights(cfg.resume)
-        stored = _file_config(resumed.attrs)
-        for name in RUN_OPTIONS:
-            given = getattr(cfg, name)
-            if given is not None and _differs(given, stored[name]):
-                flag = "--" + name.replace("_", "-")
-                raise MinidsError(f"--resume {cfg.resume}: that run used {flag} {_show(stored[name])}, "
-                                  f"not {_show(given)}; drop {flag} or start a new run with another --out")
+        cfg = run_options.from_resumed(cfg, resumed.attrs, cfg.resume)
         if resumed.optimizer is None or resumed.rng_state is None:
             raise MinidsError(f"--resume {cfg.resume}: the file has no optimizer or RNG state to resume")
-        cfg = replace(cfg, **stored, out=cfg.out or cfg.resume,
-                      epochs=int(resumed.attrs["epochs"]) if cfg.epochs is None else cfg.epochs)
-    else:
-        data = cfg.data or DEFAULT_DATA
-        model = cfg.model or DEFAULT_MODEL
-        epochs = cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS.get(data, 10)
-        cfg = replace(cfg, data=data, model=model, epochs=epochs,
-                      batch_size=(DEFAULT_BATCH_SIZE_OF.get(data, DEFAULT_BATCH_SIZE)
-                                  if cfg.batch_size is None else cfg.batch_size),
-                      lr=DEFAULT_LR[model] if cfg.lr is None else cfg.lr,
-                      momentum=DEFAULT_MOMENTUM if cfg.momentum is None else cfg.momentum,
-                      weight_decay=DEFAULT_WEIGHT_DECAY if cfg.weight_decay is None else cfg.weight_decay,
-                      zeta=DEFAULT_ZETA.get(model, 0.0) if cfg.zeta is None else cfg.zeta,
-                      seed=0 if cfg.seed is None else cfg.seed,
-                      preprocess=cfg.preprocess or "standard",
-                      val_size=0 if cfg.val_size is None else cfg.val_size,
-                      widths=tuple(cfg.widths or NIN_WIDTHS),
-                      extra=True if cfg.extra is None else cfg.extra,
-                      dictionary=(cfg.dictionary or DEFAULT_DICTIONARY) if model == "ds-nin" else cfg.dictionary,
-                      shrink=cfg.shrink or "all", zeta_schedule=cfg.zeta_schedule or "constant",
-                      dropout=DEFAULT_DROPOUT_OF[model] if cfg.dropout is None else cfg.dropout,
-                      out=cfg.out or default_out(model, data))
-    if cfg.lr_schedule is None:
-        cfg = replace(cfg, lr_schedule=default_schedule(cfg.epochs, cfg.zeta, cfg.zeta_schedule))
-    _check_numbers(cfg)
-    parse_schedule(cfg.lr_schedule)
+    cfg = run_options.fill_defaults(cfg)
+    run_options.check(cfg)
     if resumed is not None and cfg.epochs < int(resumed.attrs["epoch"]):
         raise MinidsError(f"--epochs {cfg.epochs} is fewer than the {resumed.attrs['epoch']} epochs "
                           f"{cfg.resume} has already done")
     return cfg, resumed
-
-
-def _differs(given, stored):
-    if isinstance(stored, float):
-        return not math.isclose(float(given), stored, rel_tol=1e-12, abs_tol=0.0)
-    if isinstance(stored, tuple):
-        return tuple(int(v) for v in given) != stored
-    return given != stored
-
-
-def _show(value):
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _check_out(cfg):
@@ -396,7 +181,7 @@ class _Run:
             check_compatible(resumed.attrs, self.data.input_shape, self.data.num_classes,
                              where=f"--resume {cfg.resume}")
             self.model = model_from_weights(resumed)
-        schedule, self.schedule_json = parse_schedule(cfg.lr_schedule)
+        schedule, _ = run_options.parse_schedule(cfg.lr_schedule)
         self.optimizer = MomentumShrink(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.zeta, schedule,
                                         exclude=unshrunk_params(self.model, cfg.shrink),
                                         zeta_follows_lr=cfg.zeta_schedule == "follow-lr")
@@ -509,22 +294,13 @@ class _Run:
         return row
 
     def contents(self):
-        cfg, model, attrs = self.cfg, self.model, {}
+        model, data = self.model, self.data
+        counts = {"train_size": len(data.train[1]), "test_size": len(data.test[1]),
+                  "val_size": 0 if data.val is None else len(data.val[1])}
+        attrs = run_options.to_file(self.cfg, counts)
         attrs.update({
-            "model": model.name, "input_shape": np.array(self.data.input_shape, np.int64),
-            "num_classes": int(model.num_classes), "widths": np.array(model.widths, np.int64),
-            "dictionary": model.dictionary or "", "shrink": cfg.shrink,
-            "zeta_schedule": cfg.zeta_schedule, "dropout": float(cfg.dropout),
-            "dropout_masks": model.mask_stream,
-            "dataset": cfg.data, "seed": int(cfg.seed),
-            "epoch": int(self.epoch), "epochs": int(cfg.epochs), "lr": float(cfg.lr),
-            "momentum": float(cfg.momentum), "weight_decay": float(cfg.weight_decay),
-            "zeta": float(cfg.zeta), "batch_size": int(cfg.batch_size), "schedule": self.schedule_json,
-            "preprocess": cfg.preprocess, "extra": bool(cfg.extra),
-            "train_size": len(self.data.train[1]), "test_size": len(self.data.test[1]),
-            "val_size": 0 if self.data.val is None else len(self.data.val[1]),
-            "train_size_asked": cfg.train_size is not None, "test_size_asked": cfg.test_size is not None,
-            "val_size_asked": True,
+            "input_shape": np.array(data.input_shape, np.int64), "num_classes": int(model.num_classes),
+            "dropout_masks": model.mask_stream, "epoch": int(self.epoch),
             "layer_order": [n for n, _ in model.conv_layers()],
             "coefficient_layers": model.coefficient_layers(),
         })

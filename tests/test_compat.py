@@ -30,14 +30,17 @@ def test_fixture_is_an_old_odct2_file():
         assert "dropout_masks" not in f.attrs and "atoms" not in f["layers/conv1"].attrs
 
 
-def test_old_file_resumes_bit_identically_to_the_old_release(tmp_path):
+def test_old_file_resumes_as_the_old_release_did(tmp_path):
+    """The old release's own 2-epoch run, to float32 rounding: the fixtures were written
+    on another CPU, whose BLAS kernels round differently (bit-identity holds on one
+    machine: tests/test_train.py)."""
     half = tmp_path / "half.h5"
     shutil.copy(HALF, half)
     train(TrainConfig(resume=str(half), epochs=2, device="cpu"))
     done, reference = read_weights(half), read_weights(STRAIGHT)
     for name, layer in reference.layers.items():
         for key in ("weight", "bias"):
-            np.testing.assert_array_equal(done.layers[name][key], layer[key])
+            np.testing.assert_allclose(done.layers[name][key], layer[key], rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(done.history["test_error"], reference.history["test_error"])
     assert done.attrs["dictionary"] == "odct2"
 

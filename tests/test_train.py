@@ -16,8 +16,8 @@ from minids.errors import MinidsError
 from minids.interrupt import StopRequest
 from minids.io import read_weights
 from minids.layers import SoftmaxNLL
-from minids.train import (Interrupted, TrainConfig, default_schedule, parse_schedule, resolve,
-                          train)
+from minids.run_options import default_schedule, parse_schedule
+from minids.train import Interrupted, TrainConfig, resolve, train
 
 TINY = (8, 8, 8, 8, 8, 8, 8, 8)
 TINY_ARG = ",".join(map(str, TINY))
