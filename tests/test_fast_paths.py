@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import minids.layers.conv as conv_module
-from minids.layers import parallel
+from minids.backend import threads
 from minids.layers import Conv2d, FixedConv2d, MaxPool2d, ReLU, Sequential
 from minids.layers.im2col import col2im, im2col
 
@@ -171,22 +171,22 @@ def test_backward_without_training_forward_is_an_error(rng):
 @pytest.fixture
 def split_everything(monkeypatch):
     """Split every GEMM and every block loop, however small, over 3 threads."""
-    monkeypatch.setattr(parallel, "THREADS", 3)
-    monkeypatch.setattr(parallel, "MIN_GEMM_SPLIT", 1)
-    monkeypatch.setattr(parallel, "MIN_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(threads, "THREADS", 3)
+    monkeypatch.setattr(threads, "MIN_GEMM_SPLIT", 1)
+    monkeypatch.setattr(threads, "MIN_BLOCK_ELEMENTS", 1)
 
 
 def test_split_gemms_match_numpy(rng, split_everything):
     a, b, c = rng.standard_normal((4, 7)), rng.standard_normal((7, 11)), rng.standard_normal((5, 7))
-    np.testing.assert_allclose(parallel.matmul(a, b), a @ b, atol=1e-12)
+    np.testing.assert_allclose(threads.matmul(a, b), a @ b, atol=1e-12)
     out = np.zeros((4, 11))
-    assert parallel.matmul(a, b, out=out) is out
+    assert threads.matmul(a, b, out=out) is out
     np.testing.assert_allclose(out, a @ b, atol=1e-12)
-    np.testing.assert_allclose(parallel.matmul_nt(a, c), a @ c.T, atol=1e-12)
-    if parallel._BLAS:
-        setter, getter = parallel._BLAS
+    np.testing.assert_allclose(threads.matmul_nt(a, c), a @ c.T, atol=1e-12)
+    if threads._BLAS:
+        setter, getter = threads._BLAS
         before = getter()
-        parallel.matmul(a, b)
+        threads.matmul(a, b)
         assert getter() == before  # the BLAS thread count is restored
 
 
@@ -195,7 +195,7 @@ def test_for_blocks_covers_the_range_once(split_everything):
 
     def mark(lo, hi):
         seen[lo:hi] += 1
-    parallel.for_blocks(np, 10, 10, mark)
+    threads.for_blocks(np, 10, 10, mark)
     np.testing.assert_array_equal(seen, 1)
 
 
@@ -223,8 +223,8 @@ def test_threaded_layers_match_direct_references(rng, split_everything):
 
 
 def _openblas_threads(minids_threads):
-    """OpenBLAS's thread count in a fresh process after importing minids's parallel module."""
-    code = ("import minids.layers.parallel as p\n"
+    """OpenBLAS's thread count in a fresh process after importing minids's thread module."""
+    code = ("import minids.backend.threads as p\n"
             "blas = p._find_openblas()\n"
             "print(-1 if blas is None else blas[1]())\n")
     env = {k: v for k, v in os.environ.items() if not k.endswith("NUM_THREADS") and k != "MINIDS_THREADS"}

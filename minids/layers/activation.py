@@ -1,7 +1,7 @@
 """Element-wise activations."""
 
 from minids.backend import get_array_module
-from minids.layers import parallel
+from minids.backend import threads
 from minids.layers.base import Layer, swap_nc
 
 
@@ -24,7 +24,7 @@ class ReLU(Layer):
                 xp.maximum(xc[lo:hi], 0, out=xc[lo:hi])
                 xp.greater(xc[lo:hi], 0, out=mask[lo:hi])
 
-            parallel.for_blocks(xp, xc.shape[0], xc.size, relu)
+            threads.for_blocks(xp, xc.shape[0], xc.size, relu)
             self._positive = swap_nc(mask)
             return x
         y = xp.maximum(x, 0, out=x if inplace else None)
@@ -36,7 +36,7 @@ class ReLU(Layer):
         mask, self._positive = self._positive, None
         if inplace and dy.ndim == 4 and swap_nc(dy).flags.c_contiguous and mask.shape == dy.shape:
             dyc, maskc = swap_nc(dy), swap_nc(mask)
-            parallel.for_blocks(xp, dyc.shape[0], dyc.size,
+            threads.for_blocks(xp, dyc.shape[0], dyc.size,
                                 lambda lo, hi: xp.multiply(dyc[lo:hi], maskc[lo:hi], out=dyc[lo:hi]))
             return dy
         return xp.multiply(dy, mask, out=dy if inplace else None)

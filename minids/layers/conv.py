@@ -4,7 +4,7 @@ Both compute y = W ⋆ x + b with weights OIHW (C_out, C_in, k, k) as one GEMM
 on im2col columns; a 1×1, stride-1, unpadded convolution is a plain GEMM on
 the input itself. See :mod:`minids.layers.im2col` for the column layout. On
 NumPy the GEMMs and the bias pass are split over the cores by
-:mod:`minids.layers.parallel`.
+:mod:`minids.backend.threads`.
 
 Memory: a trainable k×k convolution keeps its columns from forward for the
 weight gradient, in a block it reuses every step (:meth:`Layer.scratch`); the
@@ -20,7 +20,7 @@ gradient: backward then returns None.
 import numpy as np
 
 from minids.backend import get_array_module
-from minids.layers import parallel
+from minids.backend import threads
 from minids.layers.base import Layer, as_dtype, check_rank, swap_nc
 from minids.layers.im2col import col2im, im2col, output_size
 from minids.layers.separable import factored_forward, factored_input_grad
@@ -88,21 +88,21 @@ class Conv2d(Layer):
         pixels = h_out * w_out
         if self.is_pointwise:
             cols = swap_nc(x).reshape(self.c_in, n * pixels)
-            y = parallel.matmul(weight, cols)
+            y = threads.matmul(weight, cols)
         elif keep_cols:
             cols = im2col(x, self.k, self.stride, self.padding,
                           out=self.scratch("cols", weight.shape[1:] + (n * pixels,), x.dtype, xp))
-            y = parallel.matmul(weight, cols)
+            y = threads.matmul(weight, cols)
         else:
             # no weight gradient: unfold a chunk of images at a time and drop the columns
             cols = None
             y = xp.empty((self.c_out, n * pixels), dtype=x.dtype)
             for start, stop in self._chunks(n, pixels):
                 block = self.scratch("cols", weight.shape[1:] + ((stop - start) * pixels,), x.dtype, xp)
-                parallel.matmul(weight, im2col(x[start:stop], self.k, self.stride, self.padding,
+                threads.matmul(weight, im2col(x[start:stop], self.k, self.stride, self.padding,
                                                out=block), out=y[:, start * pixels:stop * pixels])
         bias = self.bias[:, None]
-        parallel.for_blocks(xp, self.c_out, y.size,
+        threads.for_blocks(xp, self.c_out, y.size,
                             lambda lo, hi: xp.add(y[lo:hi], bias[lo:hi], out=y[lo:hi]))
         self._cache = (x.shape, cols if keep_cols else None) if train else None
         return swap_nc(y.reshape(self.c_out, n, h_out, w_out))
@@ -123,18 +123,18 @@ class Conv2d(Layer):
         dy2 = swap_nc(dy).reshape(self.c_out, -1)
         self.grads["bias"] = dy2.sum(axis=1)
         if not self.fixed:
-            self.grads["weight"] = parallel.matmul_nt(dy2, cols).reshape(self.weight.shape)
+            self.grads["weight"] = threads.matmul_nt(dy2, cols).reshape(self.weight.shape)
         if not self.needs_input_grad:
             return None
         weight = self.weight.reshape(self.c_out, -1)
         if self.is_pointwise:
-            return swap_nc(parallel.matmul(weight.T, dy2).reshape(c, n, h, w))
+            return swap_nc(threads.matmul(weight.T, dy2).reshape(c, n, h, w))
         pixels = dy2.shape[1] // n
         dx = xp.zeros((c, n, h, w), dtype=dy.dtype)
         for start, stop in self._chunks(n, pixels):
             # the weight gradient is done, so the columns' block is free for their gradient
             dcols = self.scratch("cols", weight.shape[1:] + ((stop - start) * pixels,), dy.dtype, xp)
-            parallel.matmul(weight.T, dy2[:, start * pixels:stop * pixels], out=dcols)
+            threads.matmul(weight.T, dy2[:, start * pixels:stop * pixels], out=dcols)
             col2im(dcols, (stop - start, c, h, w), self.k, self.stride, self.padding,
                    out=dx[:, start:stop])
         return swap_nc(dx)

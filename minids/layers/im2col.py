@@ -14,7 +14,7 @@ convolution in one GEMM, channel-major (C_out, N·H_out·W_out).
 """
 
 from minids.backend import get_array_module
-from minids.layers import parallel
+from minids.backend import threads
 from minids.layers.base import swap_nc
 
 
@@ -76,7 +76,7 @@ def im2col(x, k, stride, padding, out=None):
             dst[:, :, rows, columns.stop:] = 0
             dst[:, :, rows, columns] = xc[lo:hi, :, in_rows, in_cols]
 
-    parallel.for_blocks(xp, c, cols.size, unfold)
+    threads.for_blocks(xp, c, cols.size, unfold)
     return cols.reshape(c * k * k, n * h_out * w_out)
 
 
@@ -99,5 +99,5 @@ def col2im(cols, x_shape, k, stride, padding, out=None):
         for i, j, rows, columns, in_rows, in_cols in taps:
             dx[lo:hi, :, in_rows, in_cols] += cols[lo:hi, i, j, :, rows, columns]
 
-    parallel.for_blocks(xp, c, cols.size, fold)
+    threads.for_blocks(xp, c, cols.size, fold)
     return swap_nc(dx)

@@ -9,7 +9,7 @@ max ignores the outside, average divides by the number of elements inside.
 import math
 
 from minids.backend import get_array_module
-from minids.layers import parallel
+from minids.backend import threads
 from minids.layers.base import Layer, check_rank, swap_nc
 
 
@@ -73,7 +73,7 @@ class _Pool2d(Layer):
             for index, (rows, cols), (in_rows, in_cols) in windows:
                 dx[lo:hi, :, in_rows, in_cols] += term(index, slice(lo, hi), rows, cols)
 
-        parallel.for_blocks(xp, c, dx.size, add)
+        threads.for_blocks(xp, c, dx.size, add)
         return swap_nc(dx)
 
 
@@ -102,7 +102,7 @@ class MaxPool2d(_Pool2d):
                 xp.maximum(arg, (window > best).astype(xp.uint8) * xp.uint8(index), out=arg)
                 xp.maximum(best, window, out=best)
 
-        parallel.for_blocks(xp, c, x.size, pool)
+        threads.for_blocks(xp, c, x.size, pool)
         self._cache = (x.shape, argmax)
         return swap_nc(y)
 
@@ -141,7 +141,7 @@ class AvgPool2d(_Pool2d):
                     y[lo:hi, :, rows, cols] += xc[lo:hi, :, in_rows, in_cols]
             y[lo:hi] /= counts
 
-        parallel.for_blocks(xp, c, x.size, pool)
+        threads.for_blocks(xp, c, x.size, pool)
         self._cache = (x.shape, counts)
         return swap_nc(y)
 

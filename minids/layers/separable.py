@@ -20,7 +20,7 @@ steps in reverse order. Each 1-D bank is one GEMM on k stacked shifted views
 import numpy as np
 
 from minids.backend import get_array_module
-from minids.layers import parallel
+from minids.backend import threads
 from minids.layers.im2col import output_size
 
 
@@ -117,13 +117,13 @@ def factored_forward(factors, x_cn, stride, padding):
     k, p = factors.k, padding
     h_out, w_out = output_size(h, k, stride, p), output_size(w, k, stride, p)
     n_u, n_v, n_h = a_c.shape[1], a_v.shape[1], a_h.shape[1]
-    z = parallel.matmul(a_c.T, xp.ascontiguousarray(x_cn).reshape(c_in, -1))
+    z = threads.matmul(a_c.T, xp.ascontiguousarray(x_cn).reshape(c_in, -1))
     z_pad = xp.zeros((n_u, n, h + 2 * p, w + 2 * p), dtype=x_cn.dtype)
     z_pad[:, :, p:p + h, p:p + w] = z.reshape(n_u, n, h, w)
     rows_v = xp.stack([z_pad[:, :, tap] for tap in _taps(k, stride, h_out)])
-    vertical = parallel.matmul(a_v.T, rows_v.reshape(k, -1)).reshape(n_v, n_u, n, h_out, w + 2 * p)
+    vertical = threads.matmul(a_v.T, rows_v.reshape(k, -1)).reshape(n_v, n_u, n, h_out, w + 2 * p)
     cols_h = xp.stack([vertical[..., tap] for tap in _taps(k, stride, w_out)])
-    products = parallel.matmul(a_h.T, cols_h.reshape(k, -1))  # (H, V·U·N·H_out·W_out)
+    products = threads.matmul(a_h.T, cols_h.reshape(k, -1))  # (H, V·U·N·H_out·W_out)
     products = products.reshape(n_h * n_v * n_u, n * h_out * w_out)
     return xp.take(products, rows, axis=0).reshape(factors.c_out, n, h_out, w_out)
 
@@ -145,13 +145,13 @@ def factored_input_grad(factors, dy_cn, x_shape_cn, stride, padding):
     n_u, n_v, n_h = a_c.shape[1], a_v.shape[1], a_h.shape[1]
     d_products = xp.zeros((n_h * n_v * n_u, n * h_out * w_out), dtype=dy_cn.dtype)
     d_products[rows] = dy_cn.reshape(factors.c_out, -1)
-    d_cols_h = parallel.matmul(a_h, d_products.reshape(n_h, -1)).reshape(k, n_v, n_u, n, h_out, w_out)
+    d_cols_h = threads.matmul(a_h, d_products.reshape(n_h, -1)).reshape(k, n_v, n_u, n, h_out, w_out)
     d_vertical = xp.zeros((n_v, n_u, n, h_out, w + 2 * p), dtype=dy_cn.dtype)
     for t, tap in enumerate(_taps(k, stride, w_out)):
         d_vertical[..., tap] += d_cols_h[t]
-    d_rows_v = parallel.matmul(a_v, d_vertical.reshape(n_v, -1)).reshape(k, n_u, n, h_out, w + 2 * p)
+    d_rows_v = threads.matmul(a_v, d_vertical.reshape(n_v, -1)).reshape(k, n_u, n, h_out, w + 2 * p)
     d_z_pad = xp.zeros((n_u, n, h + 2 * p, w + 2 * p), dtype=dy_cn.dtype)
     for t, tap in enumerate(_taps(k, stride, h_out)):
         d_z_pad[:, :, tap] += d_rows_v[t]
     d_z = xp.ascontiguousarray(d_z_pad[:, :, p:p + h, p:p + w]).reshape(n_u, -1)
-    return parallel.matmul(a_c, d_z).reshape(c_in, n, h, w)
+    return threads.matmul(a_c, d_z).reshape(c_in, n, h, w)
