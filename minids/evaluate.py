@@ -4,25 +4,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minids.backend import get_module, to_host
-from minids.data import NUM_CLASSES, BatchIterator, load
+from minids.backend import get_module
+from minids.data import NUM_CLASSES, load
 from minids.data.preprocess import stratified_order, subset
 from minids.errors import MinidsError
-from minids.io import load_model
-
-EVAL_BATCH = 256
-
-
-def predict(model, images, labels, stats, xp, batch_size=EVAL_BATCH):
-    """Predicted classes (int64 host (N,)) of uint8 ``images`` (N, C, H, W), in input order.
-
-    The model runs in inference mode (no dropout); inputs are normalised with
-    ``stats``. ``labels`` only rides along with the batches.
-    """
-    batches = BatchIterator(images, labels, batch_size, stats, xp, shuffle=False, prefetch=False)
-    out = [to_host(model.forward(x, train=False).argmax(axis=1)) for x, _ in batches.epoch(0)]
-    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
-
+from minids.inference import predict
+from minids.io import check_compatible, load_model
 
 def confusion_matrix(labels, predictions, num_classes):
     """int64 (K, K) matrix whose [true, predicted] entry counts the images."""
@@ -53,18 +40,6 @@ def summarize(confusion):
     per_class = np.where(confusion.sum(axis=1) > 0, per_class, np.nan)
     error = 1.0 - np.trace(confusion) / total if total else float("nan")
     return Evaluation(confusion, float(error), per_class)
-
-
-def check_compatible(attrs, input_shape, num_classes, where="weights"):
-    """Raise MinidsError when weights' input shape or class count differ from the data's."""
-    shape = tuple(int(v) for v in attrs["input_shape"])
-    if shape[0] != input_shape[0] or int(attrs["num_classes"]) != num_classes:
-        raise MinidsError(f"{where} are for inputs {'x'.join(map(str, shape))} with "
-                          f"{attrs['num_classes']} classes, the data has "
-                          f"{'x'.join(map(str, input_shape))} with {num_classes} classes")
-    if shape != tuple(input_shape):
-        raise MinidsError(f"{where} were trained on {'x'.join(map(str, shape))} images, the data has "
-                          f"{'x'.join(map(str, input_shape))}")
 
 
 def evaluate(weights, data, data_dir=None, device="auto", test_size=None, download=False, extra=True):

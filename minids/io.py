@@ -318,3 +318,15 @@ def load_model(path, device="cpu"):
     model.preprocessing = contents.preprocessing
     model.weights_attrs = contents.attrs
     return model
+
+
+def check_compatible(attrs, input_shape, num_classes, where="weights"):
+    """Raise MinidsError when weights' input shape or class count differ from the data's."""
+    shape = tuple(int(v) for v in attrs["input_shape"])
+    if shape[0] != input_shape[0] or int(attrs["num_classes"]) != num_classes:
+        raise MinidsError(f"{where} are for inputs {'x'.join(map(str, shape))} with "
+                          f"{attrs['num_classes']} classes, the data has "
+                          f"{'x'.join(map(str, input_shape))} with {num_classes} classes")
+    if shape != tuple(input_shape):
+        raise MinidsError(f"{where} were trained on {'x'.join(map(str, shape))} images, the data has "
+                          f"{'x'.join(map(str, input_shape))}")

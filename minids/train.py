@@ -26,10 +26,10 @@ from minids import run_options
 from minids.backend import device_name, get_module
 from minids.data import BatchIterator, prepare
 from minids.errors import MinidsError
-from minids.evaluate import check_compatible, predict
+from minids.inference import predict
 from minids.interrupt import StopRequest
-from minids.io import (WeightsFile, layer_arrays, model_from_weights, read_weights, write_text_atomically,
-                       write_weights)
+from minids.io import (WeightsFile, check_compatible, layer_arrays, model_from_weights, read_weights,
+                       write_text_atomically, write_weights)
 from minids.layers import SoftmaxNLL
 from minids.lock import OutputLock, remove_stale_temporaries
 from minids.models import build_model

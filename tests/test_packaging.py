@@ -15,11 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_wheel_holds_minids_cli_and_no_top_level_cli(tmp_path):
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-                           capture_output=True, text=True)
+    source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache", "*.h5", "*.npz"))
+    shutil.copy(ROOT / "minids/data/fashion_mnist_mini.npz", source / "minids/data")
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path),
+                            str(source)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     (wheel,) = tmp_path.glob("minids-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
+    assert "minids/data/fashion_mnist_mini.npz" in names
     assert {name.split("/")[0] for name in names} == {"minids", wheel.name.split("-py")[0] + ".dist-info"}
     for module in COMMANDS.values():
         assert module[0].replace(".", "/") + ".py" in names
