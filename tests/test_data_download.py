@@ -17,6 +17,7 @@ MD5 = hashlib.md5(PAYLOAD).hexdigest()
 class Handler(http.server.BaseHTTPRequestHandler):
     files = {"good.bin": PAYLOAD, "bad.bin": PAYLOAD[:-1] + b"x"}
     ranges = []  # the Range headers received
+    cut_at = None  # when set: announce the whole body, send this many bytes, close
 
     def do_GET(self):
         body = self.files.get(self.path.lstrip("/"))
@@ -31,6 +32,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
+        if Handler.cut_at is not None:
+            self.wfile.write(body[start : Handler.cut_at])
+            self.close_connection = True
+            return
         self.wfile.write(body[start:])
 
     def log_message(self, *args):
@@ -62,6 +67,19 @@ def test_resume_after_a_cut(server, tmp_path):
     fetch(server + "good.bin", tmp_path / "good.bin", len(PAYLOAD), MD5, progress=False)
     assert (tmp_path / "good.bin").read_bytes() == PAYLOAD
     assert Handler.ranges == ["bytes=30000-"]
+
+
+def test_a_connection_closed_early_keeps_the_part_and_resumes(server, tmp_path, monkeypatch):
+    Handler.ranges.clear()
+    monkeypatch.setattr(Handler, "cut_at", 40000)
+    with pytest.raises(MinidsError, match=r"stopped at 40000 of 102400 bytes .*run the command again to resume"):
+        download_files({"good.bin": (len(PAYLOAD), MD5)}, server, tmp_path, progress=False)
+    assert (tmp_path / "good.bin.part").read_bytes() == PAYLOAD[:40000]
+    assert not (tmp_path / "good.bin.corrupt").exists() and not (tmp_path / "good.bin").exists()
+    monkeypatch.setattr(Handler, "cut_at", None)
+    download_files({"good.bin": (len(PAYLOAD), MD5)}, server, tmp_path, progress=False)
+    assert (tmp_path / "good.bin").read_bytes() == PAYLOAD
+    assert Handler.ranges == [None, "bytes=40000-"] and not (tmp_path / "good.bin.part").exists()
 
 
 def test_mirror_overrides_base_url(server, tmp_path, monkeypatch):

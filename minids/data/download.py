@@ -2,13 +2,15 @@
 
 A file is fetched to ``<name>.part`` (continued with an HTTP Range request when
 a partial file is already there), then checked against its known size and MD5
-and renamed into place. A file that fails the check is renamed ``<name>.corrupt``
-and never used. The base URL of every data set can be replaced by a mirror
+and renamed into place. A download cut short (the connection dropped, the server
+closed early) keeps its ``.part`` for the next attempt; a complete file that
+fails the check is renamed ``<name>.corrupt`` and never used. The base URL of every data set can be replaced by a mirror
 (``mirror=`` or the ``MINIDS_MIRROR`` environment variable) that serves the
 same file names.
 """
 
 import hashlib
+import http.client
 import os
 import socket
 import urllib.error
@@ -81,9 +83,18 @@ def fetch(url, dest, size, md5, progress=True, timeout=TIMEOUT_S):
                         bar.update(len(block))
         except urllib.error.HTTPError as err:
             raise MinidsError(f"could not download {url} (HTTP {err.code}); {_manual_hint(url, dest)}") from None
-        except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise MinidsError(f"could not download {url} ({reason}); {_manual_hint(url, dest)}") from None
+        except (urllib.error.URLError, socket.timeout, http.client.HTTPException, OSError) as err:
+            reason = getattr(err, "reason", err) or type(err).__name__
+            raise MinidsError(
+                f"could not download {url} ({reason}); run the command again to resume, "
+                f"or {_manual_hint(url, dest)}"
+            ) from None
+    have = part.stat().st_size
+    if have < size:
+        raise MinidsError(
+            f"download of {url} stopped at {have} of {size} bytes (kept in {part}); "
+            "run the command again to resume"
+        )
     problem = check_file(part, size, md5)
     if problem:
         corrupt = dest.with_name(dest.name + ".corrupt")
