@@ -1,4 +1,4 @@
-"""An advisory lock on a run's weights file: one writer per ``--out``.
+"""Advisory locks: one writer per ``--out``, one builder per prepared data split.
 
 ``with OutputLock(out):`` holds ``fcntl.flock`` on a hidden ``.<name>.lock``
 beside ``out`` (the file holds the writer's process id). A second trainer on
@@ -7,8 +7,13 @@ releases the lock when its process dies, so a killed run never blocks the
 next. While it holds the lock, a run removes the temporaries that killed
 writers of the same files left behind (``.<name>.<pid>.tmp``). Off POSIX
 (no ``fcntl``) the lock is skipped.
+
+``with exclusive(path):`` waits for the lock on ``path`` instead (the data
+cache uses it so that a second builder of a split waits for the first and then
+finds the split built).
 """
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -34,6 +39,20 @@ def remove_stale_temporaries(path):
     for tmp in stale:
         remove_quietly(tmp)
     return stale
+
+
+@contextlib.contextmanager
+def exclusive(path):
+    """Hold ``fcntl.flock`` on ``path`` (created if missing), waiting for other holders.
+
+    Yields True while the lock is held, False off POSIX (nothing is locked there).
+    """
+    if fcntl is None:
+        yield False
+        return
+    with open(path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield True
 
 
 class OutputLock:

@@ -1,6 +1,8 @@
 """The prepared cache: converted once, memory-mapped afterwards, rebuilt when stale;
 bounded memory while converting and iterating."""
 
+import threading
+import time
 import tracemalloc
 
 import numpy as np
@@ -92,22 +94,39 @@ def test_iterating_keeps_memory_bounded(tmp_path, svhn_test):
 
 
 def test_two_runs_preparing_the_same_split_at_once(tmp_path, svhn_test, monkeypatch):
-    """Two `minids train` started together: the second run builds the split
-    while the first is still building it, and both get the right arrays."""
+    """Two `minids train` started together: the second waits while the first
+    builds the split, then reads it; the split is converted once."""
     convert = svhn.convert
-    other_run = []
+    conversions, other_run = [], []
 
-    def convert_while_another_run_prepares(sources, out):
-        labels = convert(sources, out)
-        if not other_run:
-            other_run.append("started")
-            other_run.append(data.load("svhn", "test", tmp_path))
-        return labels
+    def convert_while_another_run_starts(sources, out):
+        conversions.append(out)
+        if len(conversions) == 1:
+            other = threading.Thread(target=lambda: other_run.append(data.load("svhn", "test", tmp_path)))
+            other.start()
+            other_run.append(other)
+            time.sleep(0.3)  # the other run reaches the lock and waits
+        return convert(sources, out)
 
-    monkeypatch.setattr(svhn, "convert", convert_while_another_run_prepares)
+    monkeypatch.setattr(svhn, "convert", convert_while_another_run_starts)
     x, y = data.load("svhn", "test", tmp_path)
+    other_run[0].join(timeout=30)
+    assert len(conversions) == 1 and len(other_run) == 2
     for images, labels in (other_run[1], (x, y)):
         np.testing.assert_array_equal(images, svhn_test[0])
         np.testing.assert_array_equal(labels, svhn_test[1])
     prepared = sorted(p.name for p in (tmp_path / "prepared").iterdir())
-    assert prepared == ["svhn-test-images.npy", "svhn-test-labels.npy", "svhn-test.json"]
+    assert prepared == [".svhn-test.lock", "svhn-test-images.npy", "svhn-test-labels.npy", "svhn-test.json"]
+
+
+def test_temporaries_of_a_killed_build_are_removed_at_the_next_build(tmp_path, svhn_test):
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    stale = [prepared / ".svhn-test-images.npy.k1ll3d.tmp.npy", prepared / ".svhn-test-labels.npy.k1ll3d.tmp.npy",
+             prepared / ".svhn-test.json.k1ll3d.tmp.json"]
+    other_split = prepared / ".svhn-test-extra-images.npy.busy.tmp.npy"  # another split's build: kept
+    for path in stale + [other_split]:
+        path.write_bytes(b"\0" * 1000)
+    x, _ = data.load("svhn", "test", tmp_path)
+    np.testing.assert_array_equal(x, svhn_test[0])
+    assert not any(path.exists() for path in stale) and other_split.exists()

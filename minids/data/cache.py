@@ -6,6 +6,10 @@ one ``<key>-images.npy`` (uint8, N×C×H×W), ``<key>-labels.npy`` (int64, N) an
 the size and modification time of every source file, so a missing, stale or
 half-written cache is rebuilt, and a valid one is memory-mapped
 (``np.load(mmap_mode='r')``) instead of parsing the sources again.
+
+A split is built under a lock (``prepared/.<key>.lock``): a second builder
+waits and then reads the first one's result, and the builder that holds the
+lock removes the temporaries a killed build of the same split left behind.
 """
 
 import json
@@ -16,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from minids.errors import MinidsError
+from minids.lock import exclusive
 
 CACHE_VERSION = 1
 
@@ -63,12 +68,35 @@ def cached_split(data_dir, key, sources, build):
     meta_path = folder / f"{key}.json"
     images_path, labels_path = folder / f"{key}-images.npy", folder / f"{key}-labels.npy"
     meta = {"version": CACHE_VERSION, "sources": _signature(sources)}
+    cached = _read_valid(meta_path, meta, images_path, labels_path)
+    if cached is not None:
+        return cached
+    ensure_writable(folder)
+    with exclusive(folder / f".{key}.lock") as locked:
+        cached = _read_valid(meta_path, meta, images_path, labels_path)  # built while we waited
+        if cached is not None:
+            return cached
+        if locked:
+            for name in (images_path.name, labels_path.name, meta_path.name):
+                for stale in folder.glob(f".{name}.*.tmp{Path(name).suffix}"):
+                    stale.unlink(missing_ok=True)
+        _build(folder, key, meta, (images_path, labels_path, meta_path), build)
+    return np.load(images_path, mmap_mode="r"), np.load(labels_path)
+
+
+def _read_valid(meta_path, meta, images_path, labels_path):
+    """The cached (images, labels) when ``meta_path`` records ``meta``, else None."""
     try:
         if json.loads(meta_path.read_text()) == meta:
             return np.load(images_path, mmap_mode="r"), np.load(labels_path)
     except (OSError, ValueError):
         pass  # no cache yet, or a stale or broken one: rebuild it
-    ensure_writable(folder)
+    return None
+
+
+def _build(folder, key, meta, final_paths, build):
+    """Build one split into temporaries, then move them onto ``final_paths`` (JSON last)."""
+    images_path, labels_path, meta_path = final_paths
     meta_path.unlink(missing_ok=True)
     # Names of this builder's own, so that two runs preparing the same split at
     # once never write into each other's files; each final file is replaced
@@ -89,7 +117,6 @@ def cached_split(data_dir, key, sources, build):
     finally:
         for path in (tmp_images, tmp_labels, tmp_meta):
             path.unlink(missing_ok=True)
-    return np.load(images_path, mmap_mode="r"), np.load(labels_path)
 
 
 def _private_path(folder, name):
