@@ -220,42 +220,154 @@ def _open(path):
     return f
 
 
+class _Fields:
+    """Reads named fields of an open weights file; a missing one is a MinidsError naming it."""
+
+    def __init__(self, f, path):
+        self.f, self.path = f, path
+
+    def damaged(self, what):
+        return MinidsError(f"{self.path}: damaged minids weights file: {what}")
+
+    def get(self, name):
+        if name not in self.f:
+            raise self.damaged(f"{name} is missing")
+        return self.f[name]
+
+    def array(self, name):
+        return self.get(name)[()]
+
+    def attr(self, name, key):
+        obj = self.get(name) if name else self.f
+        if key not in obj.attrs:
+            raise self.damaged(f"attribute {key!r} of {name or 'the root'} is missing")
+        return _plain(obj.attrs[key])
+
+
 def read_weights(path):
-    """Read a weights file into a :class:`WeightsFile`; MinidsError if it is not one."""
+    """Read a weights file into a :class:`WeightsFile`; MinidsError naming the field if it is not one."""
     with _open(path) as f:
+        fields = _Fields(f, path)
         try:
             attrs = {k: _plain(v) for k, v in f.attrs.items()}
-            order = attrs.get("layer_order") or list(f["layers"])
+            order = attrs.get("layer_order") or list(fields.get("layers"))
             layers = {}
             for name in order:
-                group = f["layers"][name]
-                layers[name] = {"weight": group["weight"][()], "bias": group["bias"][()],
-                                **{k: _plain(group.attrs[k]) for k in ("k", "stride", "padding", "fixed")}}
-                if "atoms" in group.attrs:
-                    layers[name]["atoms"] = np.asarray(group.attrs["atoms"], dtype=np.int64).reshape(-1)
-                    layers[name]["dictionary_outputs"] = int(group.attrs["dictionary_outputs"])
-            pre = f["preprocessing"]
+                where = f"layers/{name}"
+                layers[name] = {"weight": fields.array(f"{where}/weight"), "bias": fields.array(f"{where}/bias"),
+                                **{k: fields.attr(where, k) for k in ("k", "stride", "padding", "fixed")}}
+                if "atoms" in fields.get(where).attrs:
+                    layers[name]["atoms"] = np.asarray(fields.attr(where, "atoms"), dtype=np.int64).reshape(-1)
+                    layers[name]["dictionary_outputs"] = int(fields.attr(where, "dictionary_outputs"))
+            pre = fields.get("preprocessing")
             preprocessing = {k: (v if isinstance(v, str) else np.float32(v))
                              for k, v in ((k, _plain(v)) for k, v in pre.attrs.items())}
             preprocessing.update({k: pre[k][()] for k in pre})
             optimizer = None
             if "optimizer" in f:
-                opt = f["optimizer"]
-                optimizer = {k: _plain(v) for k, v in opt.attrs.items()}
-                optimizer["prev"] = {k: opt["prev"][k][()] for k in opt["prev"]}
-            rng_state = json.loads(_plain(f["rng"].attrs["state"])) if "rng" in f else None
+                optimizer = {k: _plain(v) for k, v in f["optimizer"].attrs.items()}
+                prev = fields.get("optimizer/prev")
+                optimizer["prev"] = {k: prev[k][()] for k in prev}
+            rng_state = None
+            if "rng" in f:
+                try:
+                    rng_state = json.loads(fields.attr("rng", "state"))
+                except ValueError:
+                    raise fields.damaged("rng/state is not JSON") from None
             history = {k: f["history"][k][()] for k in f["history"]} if "history" in f else {}
             partial = None
             if "partial_epoch" in f:
-                partial = {k: _plain(f["partial_epoch"].attrs[k]) for k in PARTIAL_EPOCH_KEYS}
+                partial = {k: fields.attr("partial_epoch", k) for k in PARTIAL_EPOCH_KEYS}
         except (KeyError, ValueError, TypeError) as err:
-            raise MinidsError(f"{path}: damaged minids weights file ({err})") from None
-    for name, layer in layers.items():
+            raise fields.damaged(str(err)) from None
+    contents = WeightsFile(attrs, layers, preprocessing, optimizer, rng_state, history, partial)
+    _check_values(contents, fields)
+    return contents
+
+
+def _finite(array):
+    array = np.asarray(array)
+    return array.dtype.kind not in "fc" or bool(np.isfinite(array).all())
+
+
+def _check_values(contents, fields):
+    """The checks every reader needs: counts, shapes and finite numbers of the fields read."""
+    for name, layer in contents.layers.items():
         for key in ("weight", "bias"):
-            if not np.isfinite(layer[key]).all():
-                raise MinidsError(f"{path}: layer {name} {key} holds NaN or inf (the run diverged); "
+            if not _finite(layer[key]):
+                raise MinidsError(f"{fields.path}: layer {name} {key} holds NaN or inf (the run diverged); "
                                   "these weights cannot be used")
-    return WeightsFile(attrs, layers, preprocessing, optimizer, rng_state, history, partial)
+    epoch = contents.attrs.get("epoch", 0)
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise fields.damaged(f"attribute 'epoch' is {epoch!r}, not a count of epochs")
+    _check_preprocessing(contents, fields)
+    if contents.optimizer is not None:
+        for name, prev in contents.optimizer["prev"].items():
+            if not _finite(prev):
+                raise fields.damaged(f"optimizer/prev/{name} holds NaN or inf")
+    if contents.rng_state is not None:
+        try:
+            np.random.PCG64().state = contents.rng_state
+        except (KeyError, TypeError, ValueError) as err:
+            raise fields.damaged(f"rng/state is not a NumPy generator state ({err})") from None
+    if contents.partial_epoch is not None:
+        for key, value in contents.partial_epoch.items():
+            counts = key in ("batches", "images", "errors")
+            if (counts and (not isinstance(value, int) or value < 0)) or \
+                    (not counts and not (isinstance(value, float) and np.isfinite(value) and value >= 0)):
+                raise fields.damaged(f"partial_epoch attribute {key!r} is {value!r}")
+
+
+def _check_preprocessing(contents, fields):
+    stats = contents.preprocessing
+    kind = stats.get("kind")
+    needed = {"standard": ("mean", "std"), "gcn-zca": ("zca_mean", "zca_matrix")}.get(kind)
+    if needed is None:
+        raise fields.damaged(f"preprocessing kind {kind!r} is not one of standard, gcn-zca")
+    shape = contents.attrs.get("input_shape")
+    for key in needed:
+        if key not in stats:
+            raise fields.damaged(f"preprocessing/{key} is missing")
+        if not _finite(stats[key]):
+            raise fields.damaged(f"preprocessing/{key} holds NaN or inf")
+        if shape is not None:
+            d = int(np.prod(shape))
+            expected = {"mean": (shape[0],), "std": (shape[0],), "zca_mean": (d,), "zca_matrix": (d, d)}[key]
+            if np.shape(stats[key]) != expected:
+                raise fields.damaged(f"preprocessing/{key} has shape {np.shape(stats[key])}, "
+                                     f"input shape {tuple(shape)} needs {expected}")
+    if kind == "standard" and not (np.asarray(stats["std"]) > 0).all():
+        raise fields.damaged("preprocessing/std is not positive")
+
+
+def check_resumable(contents, params, columns, batches_per_epoch, where):
+    """Refuse a file whose training state cannot continue the run exactly.
+
+    ``params``: the model's parameters (name -> array); ``columns``: the run's
+    history columns; ``batches_per_epoch``: the training split's batch count.
+    ``where`` names the file in messages (e.g. ``--resume run.h5``).
+    """
+    def damaged(what):
+        return MinidsError(f"{where}: damaged minids weights file: {what}")
+
+    epoch = int(contents.attrs["epoch"])
+    if contents.optimizer["steps"] > 0:
+        for name, w in params.items():
+            prev = contents.optimizer["prev"].get(name)
+            if prev is None:
+                raise damaged(f"optimizer/prev/{name} is missing")
+            if prev.shape != tuple(w.shape):
+                raise damaged(f"optimizer/prev/{name} has shape {prev.shape}, the parameter {tuple(w.shape)}")
+    for col in columns:
+        if col not in contents.history:
+            raise damaged(f"history/{col} is missing")
+        if len(contents.history[col]) != epoch:
+            raise damaged(f"history/{col} has {len(contents.history[col])} rows, the file has done "
+                          f"{epoch} epochs")
+    partial = contents.partial_epoch
+    if partial is not None and not 0 < partial["batches"] < batches_per_epoch:
+        raise damaged(f"partial_epoch says {partial['batches']} batches of epoch {epoch + 1} are done, "
+                      f"an epoch has {batches_per_epoch}")
 
 
 def model_from_weights(contents, dtype=np.float32):

@@ -28,8 +28,8 @@ from minids.data import BatchIterator, prepare
 from minids.errors import MinidsError
 from minids.inference import predict
 from minids.interrupt import StopRequest
-from minids.io import (WeightsFile, check_compatible, layer_arrays, model_from_weights, read_weights,
-                       write_text_atomically, write_weights)
+from minids.io import (WeightsFile, check_compatible, check_resumable, layer_arrays, model_from_weights,
+                       read_weights, write_text_atomically, write_weights)
 from minids.layers import SoftmaxNLL
 from minids.lock import OutputLock, remove_stale_temporaries
 from minids.models import build_model
@@ -188,7 +188,10 @@ class _Run:
         self.epoch, self.history, self.partial = 0, {}, None
         if resumed is not None:
             self.model.rng.bit_generator.state = resumed.rng_state
-            self.optimizer.load_state_dict(resumed.optimizer)
+            try:
+                self.optimizer.load_state_dict(resumed.optimizer)
+            except MinidsError as err:
+                raise MinidsError(f"--resume {cfg.resume}: {err}") from None
             self.data.stats = resumed.preprocessing
             self.epoch = int(resumed.attrs["epoch"])
             self.history = {k: [float(v) for v in a] for k, a in resumed.history.items()}
@@ -196,10 +199,13 @@ class _Run:
         self.model.to(self.xp)
         self.model.needs_input_grad = False  # nothing uses the gradient of the images
         self.columns = history_columns(self.model, self.data.val is not None)
-        for col in self.columns:
-            self.history.setdefault(col, [])
         self.batches = BatchIterator(*self.data.train, cfg.batch_size, self.data.stats, self.xp,
                                      shuffle=True, seed=cfg.seed)
+        if resumed is not None:
+            check_resumable(resumed, self.model.params, self.columns, len(self.batches),
+                            where=f"--resume {cfg.resume}")
+        for col in self.columns:
+            self.history.setdefault(col, [])
         self.saved = self.position()  # what the weights file holds (a resumed file: this)
 
     def describe(self):

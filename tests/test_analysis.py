@@ -382,7 +382,8 @@ def test_odct3_atoms_and_filters_figures_for_one_and_three_channels(tmp_path, ch
              "layer_order": [name for name, _ in model.conv_layers()],
              "coefficient_layers": model.coefficient_layers()}
     path = tmp_path / "odct3.h5"
-    write_weights(path, WeightsFile(attrs, layer_arrays(model), {"kind": "none"}))
+    stats = {"kind": "standard", "mean": np.zeros(channels, np.float32), "std": np.ones(channels, np.float32)}
+    write_weights(path, WeightsFile(attrs, layer_arrays(model), stats))
     for plot in (plot_atoms, plot_filters):
         image = matplotlib.image.imread(plot(path, tmp_path / f"{plot.__name__}.png"))[..., :3]
         spread = np.abs(image - image.mean(axis=2, keepdims=True)).max()

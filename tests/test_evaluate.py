@@ -80,6 +80,8 @@ def _weights_for(source, tmp_path, in_channels, num_classes, shape):
     contents.layers = layer_arrays(model)
     contents.attrs["input_shape"] = list(shape)
     contents.attrs["num_classes"] = num_classes
+    for key in ("mean", "std"):  # a file of that run holds statistics of its channels
+        contents.preprocessing[key] = np.resize(contents.preprocessing[key], in_channels)
     path = tmp_path / f"w{in_channels}-{num_classes}-{shape[1]}.h5"
     write_weights(path, contents)
     return path

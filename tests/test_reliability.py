@@ -206,3 +206,70 @@ def test_missing_svhn_names_every_file_and_gpu_error_names_the_checkout_extra(tm
         result = invoke("train", "--device", "gpu", "--out", tmp_path / "w.h5")
         one_line_error(result, "pip install '.[cuda12]'")
     assert not (tmp_path / "w.h5").exists()
+
+
+def _add_partial_epoch(f, **values):
+    group = f.create_group("partial_epoch")
+    for key, value in {"batches": 1, "images": 32, "errors": 3, "loss_sum": 70.0, "seconds": 1.0, **values}.items():
+        if value is not None:
+            group.attrs[key] = value
+
+
+def _replace(f, name, value):
+    del f[name]
+    f[name] = value
+
+
+# (damage to a 1-epoch tiny run's file, a fragment the error must hold, whether
+# every reader refuses it (True) or only a resume (False))
+DAMAGES = {
+    "mean missing": (lambda f: f.__delitem__("preprocessing/mean"), "preprocessing/mean is missing", True),
+    "mean of 3 channels": (lambda f: _replace(f, "preprocessing/mean", np.zeros(3, np.float32)),
+                           "preprocessing/mean has shape (3,), input shape (1, 28, 28) needs (1,)", True),
+    "std zero": (lambda f: _replace(f, "preprocessing/std", np.zeros(1, np.float32)),
+                 "preprocessing/std is not positive", True),
+    "rng not JSON": (lambda f: f["rng"].attrs.__setitem__("state", "garbage"), "rng/state is not JSON", True),
+    "rng not a state": (lambda f: f["rng"].attrs.__setitem__("state", '{"bit_generator": "PCG64"}'),
+                        "rng/state is not a NumPy generator state", True),
+    "epoch negative": (lambda f: f.attrs.__setitem__("epoch", -1), "attribute 'epoch' is -1", True),
+    "partial past the end": (lambda f: _add_partial_epoch(f, batches=10**6),
+                             "partial_epoch says 1000000 batches of epoch 2 are done, an epoch has 2", False),
+    "partial without seconds": (lambda f: _add_partial_epoch(f, seconds=None),
+                                "attribute 'seconds' of partial_epoch is missing", True),
+    "history column removed": (lambda f: f.__delitem__("history/test_error"), "history/test_error is missing", False),
+    "history column short": (lambda f: _replace(f, "history/train_loss", np.zeros(0)),
+                             "history/train_loss has 0 rows, the file has done 1 epochs", False),
+    "momentum state removed": (lambda f: f.__delitem__("optimizer/prev/cccp1.weight"),
+                               "optimizer/prev/cccp1.weight is missing", False),
+    "momentum state NaN": (lambda f: _replace(f, "optimizer/prev/cccp1.weight",
+                                              np.full((8, 8, 1, 1), np.nan, np.float32)),
+                           "optimizer/prev/cccp1.weight holds NaN or inf", True),
+    "step count removed": (lambda f: f["optimizer"].attrs.__delitem__("steps"), "optimizer state is missing 'steps'",
+                           False),
+    "layer bias removed": (lambda f: f.__delitem__("layers/cccp3/bias"), "layers/cccp3/bias is missing", True),
+}
+
+
+@pytest.fixture(scope="module")
+def one_epoch_file(tmp_path_factory):
+    out = tmp_path_factory.mktemp("base") / "w.h5"
+    train(tiny(out))
+    return out
+
+
+@pytest.mark.parametrize("case", DAMAGES)
+def test_hand_damaged_weights_are_refused_naming_the_field(tmp_path, one_epoch_file, case):
+    damage, fragment, every_reader = DAMAGES[case]
+    out = tmp_path / "w.h5"
+    out.write_bytes(one_epoch_file.read_bytes())
+    (tmp_path / "w.csv").write_bytes(one_epoch_file.with_suffix(".csv").read_bytes())
+    with h5py.File(out, "r+") as f:
+        damage(f)
+    before = snapshot(tmp_path)
+    one_line_error(invoke("train", *TINY_ARGS, "--resume", out, "--epochs", "2"), fragment, str(out))
+    evaluated = invoke("evaluate", out, "--data", "fashion-mnist-mini", "--test-size", "20", "--device", "cpu")
+    if every_reader:
+        one_line_error(evaluated, fragment, str(out))
+    else:
+        assert evaluated.exit_code == 0, evaluated.output
+    assert snapshot(tmp_path) == before

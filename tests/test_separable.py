@@ -129,7 +129,8 @@ def test_prune_carries_factors_and_a_reload_rebuilds_them(tmp_path):
     attrs = {"model": "ds-nin", "input_shape": [1, 28, 28], "num_classes": 10,
              "dictionary": "odct3", "widths": list(pruned.widths), "seed": 0}
     path = tmp_path / "pruned.h5"
-    write_weights(path, WeightsFile(attrs, layer_arrays(pruned), {"kind": "none"}))
+    stats = {"kind": "standard", "mean": np.zeros(1, np.float32), "std": np.ones(1, np.float32)}
+    write_weights(path, WeightsFile(attrs, layer_arrays(pruned), stats))
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["layers/conv2"].attrs["atoms"], np.r_[0:10, 150:192])
         assert f["layers/conv2"].attrs["dictionary_outputs"] == 192
