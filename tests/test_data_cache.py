@@ -1,6 +1,8 @@
 """The prepared cache: converted once, memory-mapped afterwards, rebuilt when stale;
 bounded memory while converting and iterating."""
 
+import errno
+import os
 import threading
 import time
 import tracemalloc
@@ -11,6 +13,7 @@ import pytest
 from data_files import random_split, write_svhn
 from minids import data
 from minids.data import svhn
+from minids.data.cache import reserve
 from minids.data.preprocess import fit_stats
 from minids.errors import MinidsError
 
@@ -130,3 +133,32 @@ def test_temporaries_of_a_killed_build_are_removed_at_the_next_build(tmp_path, s
     x, _ = data.load("svhn", "test", tmp_path)
     np.testing.assert_array_equal(x, svhn_test[0])
     assert not any(path.exists() for path in stale) and other_split.exists()
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("where", ["reserving the images", "saving the labels"])
+def test_full_disk_while_preparing_is_one_error_and_leaves_nothing(tmp_path, svhn_test, monkeypatch, where):
+    """A full disk: SVHN's images are allocated before they are written through
+    the memory map (a write into an unallocated page would be SIGBUS), and any
+    failing write is a MinidsError; no temporary is left in prepared/."""
+    if where == "reserving the images":
+        monkeypatch.setattr(os, "posix_fallocate", _no_space)
+    else:
+        monkeypatch.setattr(np, "save", _no_space)
+    with pytest.raises(MinidsError, match=r"cannot prepare svhn-test in .*prepared: No space left on device; "
+                                          r"free some space or choose another data directory"):
+        data.load("svhn", "test", tmp_path)
+    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == [".svhn-test.lock"]
+    monkeypatch.undo()
+    np.testing.assert_array_equal(data.load("svhn", "test", tmp_path)[0], svhn_test[0])
+
+
+def test_reserve_allocates_the_blocks_of_a_sparse_file(tmp_path):
+    path = tmp_path / "sparse.bin"
+    with open(path, "wb") as f:
+        f.truncate(1 << 20)  # no blocks yet on file systems with sparse files (ext4, tmpfs, xfs)
+    reserve(path)
+    assert path.stat().st_blocks * 512 >= 1 << 20 and path.stat().st_size == 1 << 20

@@ -12,6 +12,7 @@ waits and then reads the first one's result, and the builder that holds the
 lock removes the temporaries a killed build of the same split left behind.
 """
 
+import errno
 import json
 import os
 import tempfile
@@ -50,6 +51,18 @@ def ensure_writable(directory):
         raise MinidsError(f"data directory {directory} is not writable ({err.strerror or err}); "
                           "choose another with --data-dir or MINIDS_DATA") from None
     return directory
+
+
+def reserve(path):
+    """Allocate the disk blocks of the (sparse) file at ``path`` now.
+
+    A memory-mapped file written on a full disk kills the process with SIGBUS;
+    after this a full disk is an ``OSError`` (ENOSPC) here instead. A no-op
+    where ``os.posix_fallocate`` is missing.
+    """
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
 
 
 def _signature(sources):
@@ -104,16 +117,21 @@ def _build(folder, key, meta, final_paths, build):
     tmp_images, tmp_labels, tmp_meta = (_private_path(folder, name) for name in
                                         (images_path.name, labels_path.name, meta_path.name))
     try:
-        labels = np.asarray(build(tmp_images), dtype=np.int64)
-        images = np.load(tmp_images, mmap_mode="r")
-        if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
-            raise MinidsError(f"internal error: bad prepared arrays for {key}")
-        del images
-        np.save(tmp_labels, labels)
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_images, images_path)
-        os.replace(tmp_labels, labels_path)
-        os.replace(tmp_meta, meta_path)
+        try:
+            labels = np.asarray(build(tmp_images), dtype=np.int64)
+            images = np.load(tmp_images, mmap_mode="r")
+            if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
+                raise MinidsError(f"internal error: bad prepared arrays for {key}")
+            del images
+            np.save(tmp_labels, labels)
+            tmp_meta.write_text(json.dumps(meta))
+            os.replace(tmp_images, images_path)
+            os.replace(tmp_labels, labels_path)
+            os.replace(tmp_meta, meta_path)
+        except OSError as err:
+            full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+            hint = "; free some space or choose another data directory (--data-dir or MINIDS_DATA)" if full else ""
+            raise MinidsError(f"cannot prepare {key} in {folder}: {err.strerror or err}{hint}") from None
     finally:
         for path in (tmp_images, tmp_labels, tmp_meta):
             path.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ import zlib
 import numpy as np
 import scipy.io
 
+from minids.data.cache import reserve
 from minids.errors import MinidsError
 
 BASE_URL = "http://ufldl.stanford.edu/housenumbers/"
@@ -88,6 +89,7 @@ def convert(paths, images_path):
     counts = [_count(p) for p in paths]
     out = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8,
                                     shape=(sum(counts), *INPUT_SHAPE))
+    reserve(images_path)
     labels, start = [], 0
     for path, count in zip(paths, counts):
         labels.append(_read_into(path, out[start:start + count]))
