@@ -16,6 +16,7 @@ read back from the weights files.
 import csv
 import io
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -149,7 +150,7 @@ class Children:
             child = subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
             self.running.add(child)
-        output, _ = child.communicate()
+        output = _wait(child)
         with self._lock:
             self.running.discard(child)
         lines = output.strip().splitlines()
@@ -162,6 +163,25 @@ class Children:
             self.stopped, self.signal = True, signum
             for child in self.running:
                 child.send_signal(signum)
+
+
+def _wait(child):
+    """The whole output of ``child`` once it exits.
+
+    Waits in short slices: a cancelled Ray task gets its KeyboardInterrupt
+    only between Python bytecodes, never inside one long blocking wait. On
+    that interrupt the child gets SIGINT (it saves at the end of its batch)
+    and is waited for.
+    """
+    try:
+        while True:
+            try:
+                return child.communicate(timeout=0.2)[0]
+            except subprocess.TimeoutExpired:
+                continue  # no output is lost: communicate() goes on where it stopped
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        return child.communicate()[0]
 
 
 def _run_process(args, env):
@@ -221,7 +241,12 @@ def run_local(points, folder, passed, jobs, report, gpus=0, cores=None):
 
 
 def run_ray(points, folder, passed, address, report, cpus_per_point=1, gpus_per_point=0):
-    """Run the unfinished points as Ray tasks; returns ({point: (status, last line)}, None)."""
+    """Run the unfinished points as Ray tasks; returns ({point: (status, last line)}, signal).
+
+    Ctrl-C or SIGTERM cancels every task: a queued one never starts, a running
+    one passes SIGINT to its ``minids train``, which saves at the end of its
+    batch; the sweep waits for those saves before it shuts Ray down.
+    """
     try:
         import ray
     except ImportError:
@@ -234,15 +259,27 @@ def run_ray(points, folder, passed, address, report, cpus_per_point=1, gpus_per_
     try:
         task = ray.remote(num_cpus=cpus_per_point, num_gpus=gpus_per_point)(_run_process)
         env = _child_env(threads=None if gpus_per_point else cpus_per_point)
-        futures = {point: task.remote(train_command(point, folder, passed), env) for point in todo}
+        futures = {task.remote(train_command(point, folder, passed), env): point for point in todo}
         for point in todo:
             report(f"start {point.stem} (ray)")
-        results = {}
-        for point, future in futures.items():
-            results[point] = tuple(ray.get(future))
-            code, last = results[point]
-            report(f"{'done' if code == 0 else 'stopped'} {point.stem}: {last}")
-        return results, None
+        results, pending = {}, list(futures)
+        with StopRequest() as stop:
+            cancelled = False
+            while pending:
+                if stop.requested and not cancelled:
+                    for future in pending:
+                        ray.cancel(future)
+                    cancelled = True
+                finished, pending = ray.wait(pending, num_returns=1, timeout=0.2)
+                for future in finished:
+                    point = futures[future]
+                    try:
+                        results[point] = tuple(ray.get(future))
+                    except ray.exceptions.TaskCancelledError:
+                        continue  # cancelled before it started
+                    code, last = results[point]
+                    report(f"{'done' if code == 0 else 'stopped'} {point.stem}: {last}")
+        return results, stop.signal
     finally:
         ray.shutdown()
 

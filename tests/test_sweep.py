@@ -2,6 +2,10 @@
 
 import csv
 import importlib.util
+import signal
+import subprocess
+import sys
+import time
 
 import h5py
 import numpy as np
@@ -122,3 +126,51 @@ def test_ray_two_point_sweep_on_a_local_instance(tmp_path):
                    *TRAIN_ARGS)
     assert result.exit_code == 0, result.output
     assert_table_matches_files(folder, ["ds-nin-odct3-zeta0-seed0", "ds-nin-odct3-zeta0.001-seed0"])
+
+
+LONG_TRAIN_ARGS = ["--widths", TINY, "--train-size", "64", "--test-size", "20", "--batch-size", "32",
+                   "--device", "cpu", "--epochs", "200"]
+
+
+def _interrupt_a_running_sweep(folder, engine_args):
+    """Start a 2-point sweep of 200 epochs, Ctrl-C it once both points have
+    saved their first file, and return (exit status, output)."""
+    command = [sys.executable, "-c", "from minids.cli.main import main; main()", "sweep", "--zeta", "0,1e-3",
+               "--out-dir", str(folder), *engine_args, *LONG_TRAIN_ARGS]
+    sweep_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    files = [Point("ds-nin", "odct3", z, 0).weights(folder) for z in (0.0, 1e-3)]
+    deadline = time.monotonic() + 120
+    while not all(f.exists() for f in files) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # a few batches into the run
+    sweep_process.send_signal(signal.SIGINT)
+    output, _ = sweep_process.communicate(timeout=120)
+    return sweep_process.returncode, output, files
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_ctrl_c_stops_every_point_cleanly_and_a_rerun_goes_on(tmp_path, engine):
+    if engine == "ray" and importlib.util.find_spec("ray") is None:
+        pytest.skip("needs Ray (pip install '.[ray]')")
+    folder = tmp_path / "s"
+    engine_args = ["--jobs", "2"] if engine == "local" else ["--engine", "ray", "--cpus-per-point", "1"]
+    code, output, files = _interrupt_a_running_sweep(folder, engine_args)
+    assert code == 130, output
+    assert "sweep stopped: 0 of 2 points finished" in output and "Traceback" not in output
+    for path in files:  # each point saved where it stopped, and no process writes it any more
+        assert not (folder / f".{path.name}.lock").exists()
+        with h5py.File(path, "r") as f:
+            assert 0 <= f.attrs["epoch"] < 200
+        assert not list(folder.glob(f".{path.name}.*.tmp"))
+    # a re-run resumes both points from their files (to one epoch past the furthest)
+    done = []
+    for path in files:
+        with h5py.File(path, "r") as f:
+            done.append(int(f.attrs["epoch"]))
+    epochs = 1 + max(done)
+    rerun = sweep("--zeta", "0,1e-3", "--out-dir", folder, *engine_args, *LONG_TRAIN_ARGS[:-1], epochs)
+    assert rerun.exit_code == 0, rerun.output
+    for path in files:
+        with h5py.File(path, "r") as f:
+            assert f.attrs["epoch"] == epochs and "partial_epoch" not in f
