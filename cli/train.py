@@ -77,7 +77,17 @@ class ConsoleReporter:
         click.echo("  ".join(cells))
 
 
-@click.command("train")
+ENVIRONMENT = """\b
+Environment:
+  MINIDS_THREADS  CPU threads for the matrix products (OpenBLAS's too)
+                  [default: the cores this process may use]
+  MINIDS_DATA     data directory [default: $XDG_CACHE_HOME/minids or
+                  ~/.cache/minids]; --data-dir overrides it
+  MINIDS_MIRROR   base URL that serves the data sets' files (--download)
+Options, defaults and the reasons for them: docs/training.md."""
+
+
+@click.command("train", epilog=ENVIRONMENT)
 @run_options.click_options
 @click.option("--quiet", is_flag=True, help="No progress bar (the run description and epoch rows still print).")
 def train_command(quiet, **options):

@@ -45,4 +45,6 @@ def test_every_option_is_a_flag_of_minids_train():
     help_text = CliRunner().invoke(main, ["train", "--help"]).output
     for option in OPTIONS:
         assert (option.flags or (option.flag,))[0] in help_text
+    for variable in ("MINIDS_THREADS", "MINIDS_DATA", "MINIDS_MIRROR"):  # the environment, too
+        assert f"  {variable}  " in help_text
     assert set(RUN_OPTIONS) == set(GIVEN) - {"epochs"}
