@@ -13,7 +13,6 @@ from the next batch. See docs/training.md.
 
 import csv
 import io
-import math
 import signal
 import time
 import warnings
@@ -164,6 +163,44 @@ def unshrunk_params(model, scope):
     return [n for n in names if n not in kept]
 
 
+#: batches between two reads of the epoch's sums from the device (a GPU sync)
+SYNC_BATCHES = 16
+
+
+class EpochSums:
+    """The running sums of an epoch's history row, kept on the device.
+
+    ``add`` queues a few device operations per batch and never waits for the
+    device: the loss sum (float64) and the error count (int64), and the first
+    batch whose loss was not finite (its index and loss). ``read`` brings them
+    to the host (one sync). A loss that is not finite poisons the model state
+    from that step on; the trainer reads the sums before anything is saved
+    or reported as final, so such a state is never written (docs/training.md).
+    """
+
+    def __init__(self, xp, loss_sum=0.0, errors=0):
+        self.xp = xp
+        self.loss_sum = xp.asarray(loss_sum, dtype=xp.float64)
+        self.errors = xp.asarray(errors, dtype=xp.int64)
+        self.bad_batch = xp.asarray(-1, dtype=xp.int64)
+        self.bad_loss = xp.asarray(0.0, dtype=xp.float64)
+
+    def add(self, index, loss, logits, labels):
+        """Batch ``index``: its mean loss (0-d array), logits (N, classes) and labels (N,)."""
+        xp, n = self.xp, int(labels.shape[0])
+        loss = loss.astype(xp.float64)
+        self.loss_sum += loss * n
+        self.errors += (logits.argmax(axis=1) != labels).sum()
+        first_bad = (self.bad_batch < 0) & ~xp.isfinite(loss)
+        self.bad_batch = xp.where(first_bad, index, self.bad_batch)
+        self.bad_loss = xp.where(first_bad, loss, self.bad_loss)
+
+    def read(self):
+        """(loss sum float, errors int, first bad batch index or None, its loss float)."""
+        bad = int(self.bad_batch)
+        return float(self.loss_sum), int(self.errors), (None if bad < 0 else bad), float(self.bad_loss)
+
+
 class _Run:
     """State of one run between epochs (model, optimizer, data, history)."""
 
@@ -238,7 +275,9 @@ class _Run:
         model, loss_fn, opt = self.model, SoftmaxNLL(), self.optimizer
         opt.set_epoch(self.epoch)
         done = self.partial or {"batches": 0, "images": 0, "errors": 0, "loss_sum": 0.0, "seconds": 0.0}
-        first, total_loss, wrong, seen = done["batches"], done["loss_sum"], done["errors"], done["images"]
+        first, seen = done["batches"], done["images"]
+        sums = EpochSums(self.xp, done["loss_sum"], done["errors"])
+        total_loss, wrong, read_seen = done["loss_sum"], done["errors"], seen
         bar = self.reporter.epoch_bar(self.epoch + 1, len(self.batches) - first)
         start = time.perf_counter()
         try:
@@ -248,20 +287,17 @@ class _Run:
                 warnings.filterwarnings("ignore", "(overflow|invalid value) encountered", RuntimeWarning)
                 for index, (x, y) in enumerate(self.batches.epoch(self.epoch, first), start=first):
                     logits = model.forward(x, train=True)
-                    loss = float(loss_fn.forward(logits, y))
-                    if not math.isfinite(loss):
-                        raise MinidsError(
-                            f"the loss became {loss} at epoch {self.epoch + 1}, batch {index + 1} "
-                            f"(lr {opt.lr:g}); stopped; {self.cfg.out} keeps {self.saved}; "
-                            "try a smaller --lr")
+                    loss = loss_fn.forward(logits, y)
+                    sums.add(index, loss, logits, y)
                     model.backward(loss_fn.backward())
                     opt.step(model.params, model.grads)
-                    n = int(y.shape[0])
-                    wrong += int((logits.argmax(axis=1) != y).sum())
-                    total_loss += loss * n
-                    seen += n
-                    bar.update(n, total_loss / seen)
-                    if stop.requested and index + 1 < len(self.batches):
+                    seen += int(y.shape[0])
+                    last = index + 1 == len(self.batches)
+                    if last or (index + 1 - first) % SYNC_BATCHES == 0:
+                        (total_loss, wrong), read_seen = self._read(sums), seen
+                    bar.update(int(y.shape[0]), total_loss / max(read_seen, 1))
+                    if stop.requested and not last:
+                        total_loss, wrong = self._read(sums)
                         self.partial = {"batches": index + 1, "images": seen, "errors": wrong,
                                         "loss_sum": total_loss,
                                         "seconds": done["seconds"] + time.perf_counter() - start}
@@ -274,6 +310,16 @@ class _Run:
             bar.close()
         self.partial = None
         return total_loss / seen, wrong / seen, done["seconds"] + time.perf_counter() - start
+
+    def _read(self, sums):
+        """The epoch's (loss sum, errors) from the device; MinidsError if a loss was not finite."""
+        loss_sum, errors, bad_batch, bad_loss = sums.read()
+        if bad_batch is not None:
+            raise MinidsError(
+                f"the loss became {bad_loss} at epoch {self.epoch + 1}, batch {bad_batch + 1} "
+                f"(lr {self.optimizer.lr:g}); stopped; {self.cfg.out} keeps {self.saved}; "
+                "try a smaller --lr")
+        return loss_sum, errors
 
     def error(self, split):
         images, labels = split

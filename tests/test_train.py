@@ -361,3 +361,30 @@ def test_default_out_and_device_refusal(tmp_path, monkeypatch):
     assert result.out == Path("weights") / "ds-nin-fashion-mnist-mini.h5"
     assert (tmp_path / "weights" / "ds-nin-fashion-mnist-mini.h5").exists()
     assert (tmp_path / "weights" / "ds-nin-fashion-mnist-mini.csv").exists()
+
+
+def test_epoch_sums_stay_on_the_device_and_name_the_first_bad_batch():
+    from minids.train import EpochSums
+    sums = EpochSums(np, loss_sum=1.5, errors=2)  # a resumed epoch's running sums
+    logits = np.array([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0]], np.float32)  # predicts 1, 0, 1
+    labels = np.array([1, 1, 0])
+    sums.add(4, np.float32(0.25), logits, labels)
+    assert sums.read() == (1.5 + 3 * 0.25, 2 + 2, None, 0.0)
+    sums.add(5, np.float32(np.inf), logits, labels)
+    sums.add(6, np.float32(np.nan), logits, labels)
+    loss_sum, errors, bad_batch, bad_loss = sums.read()
+    assert (errors, bad_batch, bad_loss) == (8, 5, np.inf) and np.isnan(loss_sum)
+
+
+def test_the_loop_reads_the_device_sums_once_per_sync_interval(tmp_path, monkeypatch):
+    from minids import train as train_module
+    reads = []
+    real = train_module.EpochSums.read
+    monkeypatch.setattr(train_module.EpochSums, "read", lambda self: reads.append(1) or real(self))
+    monkeypatch.setattr(train_module, "SYNC_BATCHES", 2)
+    result = train(tiny(tmp_path / "w.h5", epochs=1, train_size=160))  # 5 batches of 32
+    assert len(reads) == 3  # after batches 2, 4 and the last
+    monkeypatch.setattr(train_module, "SYNC_BATCHES", 1)  # a read after every batch: the same row
+    every_batch = train(tiny(tmp_path / "w1.h5", epochs=1, train_size=160))
+    for column in ("train_loss", "train_error", "test_error"):
+        assert result.history[column] == every_batch.history[column]
