@@ -280,6 +280,9 @@ OPTIONS = (
          on_resume=MATCH, click={"metavar": "SPEC"}),
     _row("device", "auto uses the GPU when CuPy sees one.  [default: auto]", default="auto",
          click={"type": click.Choice(DEVICES)}),
+    _row("tf32", "GPU: let cuBLAS use TF32 tensor cores for float32 matrix products (faster; inputs "
+         "rounded to ~1e-3; see docs/performance.md). No effect on the CPU [default: off].", default=False,
+         stored=_stored("tf32", bool, legacy=False), click={"is_flag": True}),
     _row("seed", "Seeds init, dropout, data order, subsets [default: 0].", default=0,
          check=_in_range(0, 2**63 - 1, "in 0..2**63-1"),
          stored=_stored("seed", int), on_resume=MATCH, click={"type": int}),

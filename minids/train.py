@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from minids import run_options
-from minids.backend import device_name, get_module
+from minids.backend import device_name, get_module, set_tf32
 from minids.data import BatchIterator, prepare
 from minids.errors import MinidsError
 from minids.inference import predict
@@ -207,6 +207,7 @@ class _Run:
     def __init__(self, cfg, resumed, reporter):
         self.cfg, self.reporter = cfg, reporter
         self.xp = get_module(cfg.device)
+        set_tf32(cfg.tf32)
         self.data = prepare(cfg.data, cfg.data_dir, train_size=cfg.train_size, test_size=cfg.test_size,
                             val_size=cfg.val_size, seed=cfg.seed, preprocess=cfg.preprocess,
                             extra=cfg.extra, download=cfg.download)
@@ -252,7 +253,8 @@ class _Run:
         start = f"resuming {cfg.resume} after {self.position()}" if cfg.resume else "new run"
         model = f"{cfg.model} ({cfg.dictionary})" if cfg.dictionary else cfg.model
         return [f"{model} on {cfg.data}: {len(d.train[1])} train / {len(d.test[1])} test{val} "
-                f"images of {shape}, {self.model.num_classes} classes; {device_name(self.xp)}",
+                f"images of {shape}, {self.model.num_classes} classes; {device_name(self.xp)}"
+                f"{' with TF32' if cfg.tf32 and self.xp is not np else ''}",
                 f"lr {cfg.lr:g} ({cfg.lr_schedule}), momentum {cfg.momentum:g}, weight decay "
                 f"{cfg.weight_decay:g}, zeta {cfg.zeta:g} ({cfg.zeta_schedule}, shrink {cfg.shrink}), "
                 f"batch {cfg.batch_size}, dropout {cfg.dropout:g}, seed {cfg.seed}, epochs {cfg.epochs}; "

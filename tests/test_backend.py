@@ -1,5 +1,7 @@
 """Device selection and host/device moves."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -40,3 +42,32 @@ def test_gpu_forward_backward_match_cpu(rng):
     np.testing.assert_allclose(backend.to_host(dx_gpu), dx_cpu, rtol=1e-5, atol=1e-5)
     for name, grad in grads_cpu.items():
         np.testing.assert_allclose(backend.to_host(net.grads[name]), grad, rtol=1e-4, atol=1e-4)
+
+
+def test_tf32_switch_sets_cupys_variable_and_leaves_numpy_exact(monkeypatch):
+    monkeypatch.delenv("CUPY_TF32", raising=False)
+    a = np.full((64, 64), 1.0001, np.float32)
+    exact = a @ a
+    backend.set_tf32(True)
+    assert os.environ["CUPY_TF32"] == "1"
+    np.testing.assert_array_equal(a @ a, exact)  # NumPy has no TF32
+    backend.set_tf32(False)
+    assert os.environ["CUPY_TF32"] == "0"
+
+
+@pytest.mark.gpu
+def test_tf32_rounds_gpu_products_only_when_on(monkeypatch):
+    """1.0001 rounds to 1 in TF32 (10-bit mantissa): with TF32 the product of
+    two 1.0001-filled 512x512 matrices is 512, without it 512 * 1.0001**2."""
+    xp = backend.get_module("gpu")
+    a = xp.full((512, 512), 1.0001, xp.float32)
+    try:
+        backend.set_tf32(False)
+        full = float((a @ a)[0, 0])
+        backend.set_tf32(True)
+        rounded = float((a @ a)[0, 0])
+    finally:
+        backend.set_tf32(False)
+    assert abs(full - 512 * 1.0001 ** 2) < 1e-3
+    if int(xp.cuda.Device().compute_capability) >= 80:
+        assert abs(rounded - 512) < 1e-3

@@ -12,7 +12,7 @@ GIVEN = dict(data="svhn", model="ds-nin", epochs=7, batch_size=96, lr=0.25, mome
              weight_decay=3e-4, zeta=2e-5, zeta_schedule="follow-lr", shrink="coefficients",
              dropout=0.25, lr_schedule="multistep:3,5:0.2", seed=11, extra=False, preprocess="gcn-zca",
              train_size=500, test_size=None, val_size=50, widths=(8, 9, 10, 11, 12, 13, 14, 15),
-             dictionary="odct2-dc")
+             dictionary="odct2-dc", tf32=True)
 
 
 def test_stored_options_round_trip_through_the_file_attributes():
@@ -26,11 +26,11 @@ def test_stored_options_round_trip_through_the_file_attributes():
 def test_files_of_earlier_versions_read_with_the_old_defaults():
     cfg = TrainConfig(**GIVEN)
     attrs = run_options.to_file(cfg, {"train_size": 500, "test_size": 26032, "val_size": 50})
-    for name in ("shrink", "zeta_schedule", "dropout", "dictionary", "extra"):
+    for name in ("shrink", "zeta_schedule", "dropout", "dictionary", "extra", "tf32"):
         del attrs[name]
     read = run_options.from_file(attrs)
     assert (read["shrink"], read["zeta_schedule"], read["dropout"]) == ("all", "constant", 0.5)
-    assert (read["dictionary"], read["extra"]) == ("odct2", True)
+    assert (read["dictionary"], read["extra"], read["tf32"]) == ("odct2", True, False)
 
 
 def test_resumed_run_takes_the_file_options_and_keeps_a_new_epoch_total():
@@ -47,4 +47,4 @@ def test_every_option_is_a_flag_of_minids_train():
         assert (option.flags or (option.flag,))[0] in help_text
     for variable in ("MINIDS_THREADS", "MINIDS_DATA", "MINIDS_MIRROR"):  # the environment, too
         assert f"  {variable}  " in help_text
-    assert set(RUN_OPTIONS) == set(GIVEN) - {"epochs"}
+    assert set(RUN_OPTIONS) == set(GIVEN) - {"epochs", "tf32"}  # a device setting may change on resume

@@ -5,6 +5,8 @@ Layers never import cupy. They call :func:`get_array_module` on their input
 serves NumPy on the CPU and CuPy on the GPU.
 """
 
+import os
+
 import numpy as np
 
 from minids.errors import MinidsError
@@ -44,6 +46,29 @@ def get_module(device):
                   "or '.[cuda13]')" if _cupy is None else "CuPy sees no CUDA device")
         raise MinidsError(f"--device gpu asked for, but {reason}")
     return np
+
+
+#: CuPy's cuBLAS compute type "to be decided": the next float32 GEMM reads ``CUPY_TF32``
+_COMPUTE_TYPE_TBD = 0
+
+
+def set_tf32(enabled):
+    """Let (``True``) or forbid cuBLAS to use TF32 tensor cores for float32 GEMMs.
+
+    Sets ``CUPY_TF32`` and resets CuPy's float32 compute type so the next
+    product reads it (CuPy otherwise reads it once). TF32 rounds the GEMM
+    inputs to a 10-bit mantissa (about 1e-3 relative) and keeps float32
+    accumulation; it needs compute capability 8.0 or newer and changes
+    nothing on NumPy. See docs/performance.md.
+    """
+    os.environ["CUPY_TF32"] = "1" if enabled else "0"
+    if _cupy is None:
+        return
+    try:
+        from cupy._core import _routines_linalg
+        _routines_linalg.set_compute_type(np.float32, _COMPUTE_TYPE_TBD)
+    except (ImportError, AttributeError):  # another CuPy layout: CUPY_TF32 alone, read at first use
+        pass
 
 
 def get_array_module(*arrays):
