@@ -121,6 +121,32 @@ def test_batch_iterator_order_sizes_and_resume(mini):
                 np.testing.assert_array_equal(ya, yb)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def test_device_resident_batches_equal_the_streamed_ones(mini, device):
+    """The training set on the device, batches gathered there: the same
+    arrays, bit for bit, as reading each batch on the host (all of an epoch
+    and the tail of a resumed one)."""
+    from minids.backend import get_module, to_host
+    xp = get_module(device)
+    images, labels = mini[0][:103], mini[1][:103]
+    stats = fit_stats(images)
+    streamed = data.BatchIterator(images, labels, 25, stats, xp, seed=7, prefetch=False, resident=False)
+    resident = data.BatchIterator(images, labels, 25, stats, xp, seed=7, resident=True)
+    assert resident.resident and len(resident) == len(streamed) == 5
+    for start in (0, 3):
+        pairs = list(zip(streamed.epoch(2, start), resident.epoch(2, start)))
+        assert len(pairs) == 5 - start
+        for (xa, ya), (xb, yb) in pairs:
+            np.testing.assert_array_equal(to_host(xa), to_host(xb))
+            np.testing.assert_array_equal(to_host(ya), to_host(yb))
+    # by hand: the first batch of epoch 2 is the sorted first 25 of its permutation
+    index = np.sort(np.random.default_rng([7, 2]).permutation(103)[:25])
+    x, y = next(iter(resident.epoch(2)))
+    np.testing.assert_array_equal(to_host(y), labels[index])
+    np.testing.assert_allclose(to_host(x), (images[index] - stats["mean"].reshape(1, -1, 1, 1))
+                               / stats["std"].reshape(1, -1, 1, 1), rtol=1e-6)
+
+
 def test_batch_iterator_without_shuffle_and_early_stop(mini):
     images, labels = mini[0][:50], mini[1][:50]
     it = data.BatchIterator(images, labels, 20, fit_stats(images), np, shuffle=False)

@@ -78,6 +78,15 @@ def get_array_module(*arrays):
     return np
 
 
+def free_device_bytes(xp):
+    """Bytes free on the current GPU (CuPy's pool counted as free), or None for NumPy."""
+    if xp is np:
+        return None
+    free, _ = xp.cuda.runtime.memGetInfo()
+    pool = xp.get_default_memory_pool()
+    return int(free) + int(pool.free_bytes())
+
+
 def to_device(array, xp):
     """Copy a host or device array onto the device of module ``xp``."""
     if xp is np:

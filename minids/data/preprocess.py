@@ -76,12 +76,13 @@ def stats_to_device(stats, xp):
 def normalize(images, stats, xp):
     """float32 xp array (N, C, H, W) of uint8 ``images`` (N, C, H, W) after ``stats``.
 
-    The uint8 pixels are copied to the device first (4× less traffic than
-    float32) and converted there.
+    ``images`` may be on the host or already on the device of ``xp``; host
+    pixels are copied to the device as uint8 (4× less traffic than float32)
+    and converted there.
     """
     kind = stats["kind"]
     kind = kind.decode() if isinstance(kind, bytes) else str(kind)  # also as read back from HDF5
-    x = to_device(np.asarray(images), xp).astype(xp.float32)
+    x = to_device(images, xp).astype(xp.float32)
     if kind == "standard":
         mean = xp.asarray(stats["mean"], dtype=xp.float32).reshape(1, -1, 1, 1)
         std = xp.asarray(stats["std"], dtype=xp.float32).reshape(1, -1, 1, 1)
