@@ -2,7 +2,7 @@
 
     python benchmarks/train_step.py [--json PATH] [--repeats R] [--steps S]
         [--models nin,ds-nin] [--shapes 3x32x32,1x28x28] [--batch 128]
-        [--frameworks minids,torch] [--allocators default,tuned] [--devices cpu,gpu]
+        [--frameworks minids,trainer,torch] [--allocators default,tuned] [--devices cpu,gpu]
 
 Every measurement runs in a fresh subprocess (``--worker``), so its peak
 memory is its own; within one repeat the frameworks alternate (minids, torch,
@@ -13,6 +13,9 @@ both alike. Reported per configuration, as medians over the repeats:
   softmax-NLL, backward, MomentumShrink update (PyTorch: the same update
   written with tensor ops, ``torch_models.TorchMomentumShrink``);
 * ``infer``: images/s of an evaluation forward pass;
+* ``device_mb`` (GPU only): the peak device memory in use during the timed
+  steps: CuPy's memory pool (every allocation is routed through it and the
+  pool's used bytes noted), ``torch.cuda.max_memory_allocated`` for PyTorch;
 * ``peak_mb``: the process's peak resident memory (VmHWM) during the timed
   steps, the high-water mark being reset after setup (``/proc/self/clear_refs``);
   ``step_mb``: that peak minus the resident memory before the first step
@@ -24,6 +27,12 @@ both alike. Reported per configuration, as medians over the repeats:
   GEMM FLOPs are the forward FLOPs of every convolution
   (:func:`minids.flops.model_flops`), plus the weight gradient of every
   trainable one, plus the input gradient of every one but the first.
+
+Frameworks: ``minids`` times forward, loss, backward and update on one fixed
+batch (as ``torch`` does); ``trainer`` times what ``minids train`` runs per
+batch (:func:`minids.train.train_step`): the next batch from a
+:class:`minids.data.BatchIterator` over uint8 images (on a GPU resident on
+the device), normalisation, the device-side epoch sums, backward and update.
 
 Allocators: ``default`` is glibc's; ``tuned`` sets ``MALLOC_MMAP_MAX_=0
 MALLOC_TRIM_THRESHOLD_=100000000000`` so that large temporaries are reused
@@ -96,8 +105,24 @@ def _time_calls(fn, warmup, repeats, sync):
     return statistics.median(times)
 
 
+def _track_device_peak(xp):
+    """Route CuPy's allocations through its pool, noting the pool's peak use;
+    returns a function giving that peak in MB (None on NumPy)."""
+    if xp.__name__ == "numpy":
+        return lambda: None
+    pool, peak = xp.get_default_memory_pool(), [0]
+
+    def malloc(size):
+        memory = pool.malloc(size)
+        peak[0] = max(peak[0], pool.used_bytes())
+        return memory
+
+    xp.cuda.set_allocator(malloc)
+    return lambda: peak[0] / 2**20
+
+
 def _minids_runner(cfg):
-    """(train_step, infer, sync) closures for minids on cfg['device']."""
+    """(train_step, infer, sync, device_peak_mb) closures for minids on cfg['device']."""
     import numpy as np
 
     from minids.backend import get_module, to_device, to_host
@@ -111,19 +136,38 @@ def _minids_runner(cfg):
     except ImportError:  # a --baseline checkout from before minids.allocator
         pass
     xp = get_module(cfg["device"])
+    device_peak = _track_device_peak(xp)
     c, h, w = cfg["shape"]
     model = build_model(cfg["model"], in_channels=c, num_classes=10, seed=0).to(xp)
     model.needs_input_grad = False
     rng = np.random.default_rng(0)
-    x = to_device(rng.standard_normal((cfg["batch"], c, h, w), dtype=np.float32), xp)
-    y = to_device(rng.integers(0, 10, cfg["batch"]), xp)
     loss = SoftmaxNLL()
     opt = MomentumShrink(0.01, momentum=0.9, zeta=1e-5)
+    if cfg["framework"] == "trainer":  # what `minids train` runs per batch, its data path included
+        from minids.data import BatchIterator
+        from minids.train import EpochSums, train_step as trainer_step
+        images = rng.integers(0, 256, (8 * cfg["batch"], c, h, w), dtype=np.uint8)
+        stats = {"kind": "standard", "mean": np.full(c, 120, np.float32), "std": np.full(c, 60, np.float32)}
+        batches = BatchIterator(images, rng.integers(0, 10, len(images)), cfg["batch"], stats, xp)
+        sums, stream = EpochSums(xp), iter(())
 
-    def train_step():
-        loss.forward(model.forward(x, train=True), y)
-        model.backward(loss.backward())
-        opt.step(model.params, model.grads)
+        def train_step():
+            nonlocal stream
+            batch = next(stream, None)
+            if batch is None:
+                stream = batches.epoch(0)
+                batch = next(stream)
+            trainer_step(model, loss, opt, sums, 0, *batch)
+
+        x = next(iter(batches.epoch(0)))[0]
+    else:
+        x = to_device(rng.standard_normal((cfg["batch"], c, h, w), dtype=np.float32), xp)
+        y = to_device(rng.integers(0, 10, cfg["batch"]), xp)
+
+        def train_step():
+            loss.forward(model.forward(x, train=True), y)
+            model.backward(loss.backward())
+            opt.step(model.params, model.grads)
 
     def infer():
         return model.forward(x, train=False)
@@ -131,11 +175,11 @@ def _minids_runner(cfg):
     def sync():
         to_host(model.params["cccp6.bias"])
 
-    return train_step, infer, sync
+    return train_step, infer, sync, device_peak
 
 
 def _torch_runner(cfg):
-    """(train_step, infer, sync) closures for the same network in PyTorch."""
+    """(train_step, infer, sync, device_peak_mb) closures for the same network in PyTorch."""
     import numpy as np
     import torch
 
@@ -168,7 +212,10 @@ def _torch_runner(cfg):
         if device == "cuda":
             torch.cuda.synchronize()
 
-    return train_step, infer, sync
+    def device_peak():
+        return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+
+    return train_step, infer, sync, device_peak
 
 
 def _gemm_rate_here(size=2048, repeats=3):
@@ -189,7 +236,7 @@ def worker(cfg):
     """Measure one configuration; print one JSON line."""
     gemm = _gemm_rate_here()
     runner = _torch_runner if cfg["framework"] == "torch" else _minids_runner
-    train_step, infer, sync = runner(cfg)
+    train_step, infer, sync, device_peak = runner(cfg)
     base = _proc_status("VmRSS")
     reset = _reset_peak()
     train_s = _time_calls(train_step, cfg["warmup"], cfg["steps"], sync)
@@ -198,7 +245,7 @@ def worker(cfg):
     batch = cfg["batch"]
     print(json.dumps({"train": batch / train_s, "infer": batch / infer_s, "peak_mb": peak,
                       "step_mb": peak - base if (reset and base is not None) else None,
-                      "gemm_flops_per_s": gemm}))
+                      "device_mb": device_peak(), "gemm_flops_per_s": gemm}))
 
 
 # --------------------------------------------------------------------- parent
@@ -277,7 +324,8 @@ def _median(values):
 
 
 def _fmt(value, spec):
-    return "-" if value is None else format(value, spec)
+    """``value`` formatted with ``spec`` (e.g. '8.2f'), or '-' right-aligned to its width."""
+    return format("-", ">" + spec.split(".")[0]) if value is None else format(value, spec)
 
 
 def main(argv=None):
@@ -339,7 +387,8 @@ def main(argv=None):
             runs = samples.get((cfg["device"], cfg["shape"], cfg["model"], cfg["allocator"], framework))
             if not runs:
                 continue
-            stats = {k: _median([r[k] for r in runs]) for k in ("train", "infer", "peak_mb", "step_mb")}
+            stats = {k: _median([r.get(k) for r in runs])
+                     for k in ("train", "infer", "peak_mb", "step_mb", "device_mb")}
             stats["gemm_frac"] = (_median([r["train"] * flops / r["gemm_flops_per_s"] for r in runs])
                                   if cfg["device"] == "cpu" else None)
             stats["runs"] = runs
@@ -347,12 +396,12 @@ def main(argv=None):
         for other in ("torch", "baseline"):
             if "minids" in row and other in row:
                 row[f"ratio_{other}"] = {k: row["minids"][k] / row[other][k]
-                                         for k in ("train", "infer", "peak_mb", "step_mb")
+                                         for k in ("train", "infer", "peak_mb", "step_mb", "device_mb")
                                          if row["minids"][k] and row[other][k]}
         rows.append(row)
 
-    header = (f"{'device':6s} {'shape':8s} {'model':6s} {'alloc':7s} | {'fw':6s} {'train/s':>8s} "
-              f"{'infer/s':>8s} {'peak MB':>8s} {'step MB':>8s} {'GEMM%':>6s}")
+    header = (f"{'device':6s} {'shape':8s} {'model':6s} {'alloc':7s} | {'fw':7s} {'train/s':>8s} "
+              f"{'infer/s':>8s} {'peak MB':>8s} {'step MB':>8s} {'dev MB':>8s} {'GEMM%':>6s}")
     print("\n" + header + "\n" + "-" * len(header))
     for row in rows:
         lead = f"{row['device']:6s} {row['shape']:8s} {row['model']:6s} {row['allocator']:7s}"
@@ -361,15 +410,17 @@ def main(argv=None):
                 continue
             s = row[framework]
             frac = None if s["gemm_frac"] is None else 100 * s["gemm_frac"]
-            print(f"{lead} | {framework:6s} {s['train']:8.1f} {s['infer']:8.1f} "
-                  f"{s['peak_mb']:8.0f} {_fmt(s['step_mb'], '8.0f')} {_fmt(frac, '6.1f')}")
+            print(f"{lead} | {framework:7s} {s['train']:8.1f} {s['infer']:8.1f} "
+                  f"{s['peak_mb']:8.0f} {_fmt(s['step_mb'], '8.0f')} {_fmt(s['device_mb'], '8.0f')} "
+                  f"{_fmt(frac, '6.1f')}")
             lead = " " * len(lead)
         for other in ("torch", "baseline"):
             r = row.get(f"ratio_{other}")
             if r:
                 label = "/torch" if other == "torch" else "/base"
-                print(f"{lead} | {label:6s} {_fmt(r.get('train'), '8.2f')} {_fmt(r.get('infer'), '8.2f')} "
-                      f"{_fmt(r.get('peak_mb'), '8.2f')} {_fmt(r.get('step_mb'), '8.2f')}")
+                print(f"{lead} | {label:7s} {_fmt(r.get('train'), '8.2f')} {_fmt(r.get('infer'), '8.2f')} "
+                      f"{_fmt(r.get('peak_mb'), '8.2f')} {_fmt(r.get('step_mb'), '8.2f')} "
+                      f"{_fmt(r.get('device_mb'), '8.2f')}")
     if args.json:
         meta = {"gemm_flops_per_s": rate, "threads": args.threads, "batch": args.batch,
                 "steps": args.steps, "repeats": args.repeats, "machine": platform.machine(),

@@ -201,6 +201,18 @@ class EpochSums:
         return float(self.loss_sum), int(self.errors), (None if bad < 0 else bad), float(self.bad_loss)
 
 
+def train_step(model, loss_fn, optimizer, sums, index, x, y):
+    """The trainer's step on batch ``index``: forward, the epoch sums (no sync), backward, update.
+
+    ``x`` float32 (B, C, H, W) and ``y`` int64 (B,) on the model's device;
+    ``sums`` an :class:`EpochSums`. (``benchmarks/train_step.py`` times this.)
+    """
+    logits = model.forward(x, train=True)
+    sums.add(index, loss_fn.forward(logits, y), logits, y)
+    model.backward(loss_fn.backward())
+    optimizer.step(model.params, model.grads)
+
+
 class _Run:
     """State of one run between epochs (model, optimizer, data, history)."""
 
@@ -288,11 +300,7 @@ class _Run:
             with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "(overflow|invalid value) encountered", RuntimeWarning)
                 for index, (x, y) in enumerate(self.batches.epoch(self.epoch, first), start=first):
-                    logits = model.forward(x, train=True)
-                    loss = loss_fn.forward(logits, y)
-                    sums.add(index, loss, logits, y)
-                    model.backward(loss_fn.backward())
-                    opt.step(model.params, model.grads)
+                    train_step(model, loss_fn, opt, sums, index, x, y)
                     seen += int(y.shape[0])
                     last = index + 1 == len(self.batches)
                     if last or (index + 1 - first) % SYNC_BATCHES == 0:

@@ -53,6 +53,10 @@ PY"
 done
 
 step benchmark python benchmarks/train_step.py --devices gpu --allocators default --repeats 3 \
-    --json "$out/train_step_gpu.json"
-tail -n 12 "$out/benchmark.log" >> "$summary"
+    --frameworks minids,trainer,torch --json "$out/train_step_gpu.json"
+tail -n 16 "$out/benchmark.log" >> "$summary"
+# the same with TF32 (cuBLAS tensor cores) for minids, and PyTorch with TF32 as well
+step benchmark_tf32 env CUPY_TF32=1 TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 python benchmarks/train_step.py \
+    --devices gpu --allocators default --repeats 2 --frameworks minids,torch --json "$out/train_step_gpu_tf32.json"
+tail -n 8 "$out/benchmark_tf32.log" >> "$summary"
 exit $failed
