@@ -3,7 +3,7 @@
 import click
 
 from minids.backend import DEVICES
-from minids.data import CLASS_NAMES, DATASETS
+from minids.data import DATASETS, get
 from minids.evaluate import evaluate
 
 
@@ -29,7 +29,7 @@ def evaluate_command(weights, data, data_dir, device, test_size, download, no_ex
     click.echo(f"{weights} on {data} test ({result.count} images): test error {result.test_error:.4f}, "
                f"accuracy {1 - result.test_error:.4f}")
     click.echo("per-class accuracy:")
-    names = CLASS_NAMES.get(data, ())
+    names = get(data).classes
     for c in range(k):
         name = f"  {names[c]}" if c < len(names) else ""
         click.echo(f"  class {c}: {result.per_class_accuracy[c]:.4f} "

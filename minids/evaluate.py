@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minids.backend import get_module
-from minids.data import NUM_CLASSES, load
+from minids.data import get, load
 from minids.data.preprocess import stratified_order, subset
 from minids.errors import MinidsError
 from minids.inference import predict
@@ -52,7 +52,8 @@ def evaluate(weights, data, data_dir=None, device="auto", test_size=None, downlo
     xp = get_module(device)
     model = load_model(weights, device="cpu")
     images, labels = load(data, "test", data_dir, extra=extra, download=download)
-    check_compatible(model.weights_attrs, tuple(images.shape[1:]), NUM_CLASSES, where=str(weights))
+    check_compatible(model.weights_attrs, tuple(images.shape[1:]), len(get(data).classes),
+                     where=str(weights))
     if test_size:
         if test_size > len(labels):
             raise MinidsError(f"--test-size {test_size} is more than the {len(labels)} images available")

@@ -157,3 +157,46 @@ def test_unknown_name_and_split(tmp_path):
         data.load("mnist", "train", tmp_path)
     with pytest.raises(MinidsError, match="unknown split 'valid'"):
         data.load("svhn", "valid", tmp_path)
+
+
+def test_a_new_data_set_is_one_class_and_one_registration(tmp_path, monkeypatch):
+    """docs/data.md's recipe: a DataSet subclass with files() and read(),
+    registered; load, prepare, verify and info then work without any other change."""
+    import hashlib
+
+    from minids import data
+    from minids.data import dataset
+
+    rng = np.random.default_rng(3)
+    arrays = {split: (rng.integers(0, 256, (n, 1, 4, 4), dtype=np.uint8), np.arange(n) % 10)
+              for split, n in (("train", 30), ("test", 20))}
+    for split, (images, labels) in arrays.items():
+        np.savez(tmp_path / f"toy-{split}.npz", images=images, labels=labels)
+    files = {p.name: (p.stat().st_size, hashlib.md5(p.read_bytes()).hexdigest())
+             for p in sorted(tmp_path.glob("toy-*.npz"))}
+
+    class Toy(data.DataSet):
+        name, classes, input_shape, base_url = "toy", tuple("abcdefghij"), (1, 4, 4), "http://example.invalid/"
+
+        def files(self, split=None, extra=True):
+            return {k: v for k, v in files.items() if split is None or split in k}
+
+        def read(self, sources, split, images_path):
+            with np.load(sources[0]) as z:
+                np.save(images_path, z["images"])
+                return z["labels"]
+
+    monkeypatch.setattr(dataset, "_REGISTRY", dict(dataset._REGISTRY))
+    dataset.register(Toy())
+    x, y = data.load("toy", "test", tmp_path)
+    np.testing.assert_array_equal(x, arrays["test"][0])
+    np.testing.assert_array_equal(y, arrays["test"][1])
+    assert (tmp_path / "prepared" / "toy-test-images.npy").exists()  # through the prepared cache
+    prepared = data.prepare("toy", tmp_path, train_size=20)
+    assert prepared.input_shape == (1, 4, 4) and prepared.num_classes == 10 and len(prepared.train[1]) == 20
+    assert [problem for _, problem in data.verify("toy", tmp_path)] == [None, None]
+    assert data.info("toy", tmp_path)["splits"]["train"]["count"] == 30
+    (tmp_path / "toy-train.npz").write_bytes(b"broken")
+    assert [problem for _, problem in data.verify("toy", tmp_path)][1].startswith("6 bytes, expected")
+    with pytest.raises(ValueError, match="registered twice"):
+        dataset.register(Toy())

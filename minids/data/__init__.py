@@ -7,104 +7,58 @@ hold-out and the preprocessing statistics fitted on the training split;
 ``BatchIterator`` turns a split into normalised float32 batches.
 """
 
-import functools
-import importlib.resources
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from minids.data import cifar10, fashion_mnist, svhn
+from minids.data import cifar10, dataset, fashion_mnist, fashion_mnist_mini, svhn
 from minids.data.batches import BatchIterator
-from minids.data.cache import cached_split, default_data_dir, resolve_data_dir
-from minids.data.download import check_file, download_files
+from minids.data.cache import default_data_dir, resolve_data_dir
+from minids.data.dataset import SPLITS, DataSet
+from minids.data.download import download_files
 from minids.data.preprocess import PREPROCESSING, fit_stats, normalize, stratified_order, subset
 from minids.errors import MinidsError
 
-__all__ = ["DATASETS", "SPLITS", "PREPROCESSING", "PreparedData", "BatchIterator", "load", "prepare",
-           "normalize", "fit_stats", "download", "info", "verify", "source_files", "default_data_dir"]
+__all__ = ["DATASETS", "SPLITS", "PREPROCESSING", "DataSet", "PreparedData", "BatchIterator", "load",
+           "prepare", "normalize", "fit_stats", "download", "info", "verify", "source_files",
+           "default_data_dir", "get"]
 
-DATASETS = ("svhn", "cifar10", "fashion-mnist", "fashion-mnist-mini")
-SPLITS = ("train", "test")
-NUM_CLASSES = 10
-_FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-            "Bag", "Ankle boot")
-#: the name of each class number, per data set (SVHN's label 10 is digit 0, stored as class 0)
-CLASS_NAMES = {"svhn": tuple(str(d) for d in range(10)),
-               "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                           "ship", "truck"),
-               "fashion-mnist": _FASHION, "fashion-mnist-mini": _FASHION}
-MINI_FILE = "fashion_mnist_mini.npz"
-_MODULES = {"svhn": svhn, "cifar10": cifar10, "fashion-mnist": fashion_mnist}
+# The registry: one line per data set (docs/data.md, "Adding a data set").
+dataset.register(svhn.DATASET)
+dataset.register(cifar10.DATASET)
+dataset.register(fashion_mnist.DATASET)
+dataset.register(fashion_mnist_mini.DATASET)
 
-
-def _check(name, split=None):
-    if name not in DATASETS:
-        raise MinidsError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
-    if split is not None and split not in SPLITS:
-        raise MinidsError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-
-
-def _wanted(name, split=None, extra=True):
-    """{file name: (size, md5)} of the source files ``name`` needs (for ``split``, or all)."""
-    files = _MODULES[name].FILES
-    if name == "svhn":
-        keep = set(svhn.split_files("train", extra) + svhn.split_files("test")) if split is None \
-            else set(svhn.split_files(split, extra))
-        return {k: v for k, v in files.items() if k in keep}
-    if name == "fashion-mnist" and split is not None:
-        return {k: files[k] for k in fashion_mnist.split_files(split)}
-    return dict(files)
+get = dataset.get
+DATASETS = dataset.names()
+MINI_FILE = fashion_mnist_mini.MINI_FILE
 
 
 def source_files(name, data_dir=None, split=None, extra=True):
     """The source files of ``name`` as a list of Paths where they are (or would be put)."""
-    _check(name, split)
-    if name == "fashion-mnist-mini":
-        return [Path(str(importlib.resources.files("minids.data") / MINI_FILE))]
-    folder = resolve_data_dir(data_dir)
-    if name == "cifar10":
-        return [cifar10.source(folder) or folder / cifar10.ARCHIVE]
-    if name == "fashion-mnist":
-        folder = fashion_mnist.find_dir(folder) or folder
-    return [folder / f for f in _wanted(name, split, extra)]
+    return get(name, split).sources(resolve_data_dir(data_dir), split, extra)
 
 
 def download(name, data_dir=None, *, mirror=None, extra=True, progress=True):
     """Download and verify the source files of ``name`` not yet present; return their paths.
 
-    Fashion-MNIST found in Debian's folder and the embedded ``fashion-mnist-mini``
-    need nothing. ``mirror`` (or ``$MINIDS_MIRROR``) replaces the base URL.
+    Files found where no download is needed (Debian's Fashion-MNIST, an
+    unpacked CIFAR-10 folder, the embedded ``fashion-mnist-mini``) are
+    returned as they are. ``mirror`` (or ``$MINIDS_MIRROR``) replaces the base URL.
     """
-    _check(name)
-    if name == "fashion-mnist-mini":
-        return source_files(name)
-    if name == "fashion-mnist" and fashion_mnist.find_dir(resolve_data_dir(data_dir)):
-        return source_files(name, data_dir)
-    if name == "cifar10" and cifar10.source(resolve_data_dir(data_dir)):
-        return source_files(name, data_dir)
-    return download_files(_wanted(name, None, extra), _MODULES[name].BASE_URL,
-                          resolve_data_dir(data_dir), mirror=mirror, progress=progress)
+    ds, folder = get(name), resolve_data_dir(data_dir)
+    if ds.found_locally(folder, extra):
+        return ds.sources(folder, extra=extra)
+    return download_files(ds.files(None, extra), ds.base_url, folder, mirror=mirror, progress=progress)
 
 
 _download = download  # load() has a parameter of the same name
 
 
-def _missing_error(name, missing, folder):
+def _missing_error(ds, missing, folder):
     files = ", ".join(p.name for p in missing)
-    url = _MODULES[name].BASE_URL
-    raise MinidsError(f"{name}: missing {files} in {folder}; run `minids data download {name}` "
-                      f"(or --download), or fetch them from {url} into that folder")
-
-
-@functools.lru_cache(maxsize=1)
-def _mini():
-    with importlib.resources.as_file(importlib.resources.files("minids.data") / MINI_FILE) as path:
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
-    for array in arrays.values():
-        array.flags.writeable = False
-    return arrays
+    raise MinidsError(f"{ds.name}: missing {files} in {folder}; run `minids data download {ds.name}` "
+                      f"(or --download), or fetch them from {ds.base_url} into that folder")
 
 
 def load(name, split, data_dir=None, extra=True, download=False):
@@ -115,33 +69,15 @@ def load(name, split, data_dir=None, extra=True, download=False):
     into its ``prepared/`` cache and memory-mapped from there; with
     ``download=True`` missing sources are downloaded first.
     """
-    _check(name, split)
-    if name == "fashion-mnist-mini":
-        mini = _mini()
-        return mini[f"{split}_images"], mini[f"{split}_labels"].astype(np.int64)
-    folder = resolve_data_dir(data_dir)
-    sources = source_files(name, folder, split, extra)
+    ds, folder = get(name, split), resolve_data_dir(data_dir)
+    sources = ds.sources(folder, split, extra)
     missing = [p for p in sources if not p.exists()]
     if missing and download:
         _download(name, folder, extra=extra)
-        sources = source_files(name, folder, split, extra)
+        sources = ds.sources(folder, split, extra)
     elif missing:  # name every missing file of the data set, not only this split's
-        _missing_error(name, [p for p in source_files(name, folder, extra=extra) if not p.exists()], folder)
-    key = f"{name}-{split}" + ("+extra" if name == "svhn" and split == "train" and extra else "")
-    if name == "svhn":
-        return cached_split(folder, key, sources, lambda out: svhn.convert(sources, out))
-    if name == "cifar10" and sources[0].is_dir():
-        cache_sources = sorted(sources[0].glob("*_batch*"))
-    else:
-        cache_sources = sources
-
-    def build(out):
-        module = cifar10 if name == "cifar10" else fashion_mnist
-        images, labels = module.read(sources[0] if name == "cifar10" else sources[0].parent, split)
-        np.save(out, images)
-        return labels
-
-    return cached_split(folder, key, cache_sources, build)
+        _missing_error(ds, [p for p in ds.sources(folder, extra=extra) if not p.exists()], folder)
+    return ds.load(folder, split, sources, extra)
 
 
 @dataclass
@@ -158,7 +94,7 @@ class PreparedData:
     val: tuple | None
     stats: dict
     input_shape: tuple
-    num_classes: int = NUM_CLASSES
+    num_classes: int
 
 
 def _size_error(option, size, available):
@@ -194,22 +130,22 @@ def prepare(name, data_dir=None, *, train_size=None, test_size=None, val_size=0,
             _size_error("--test-size", test_size, len(test[1]))
         test = subset(*test, stratified_order(test[1], seed)[:test_size])
     stats = fit_stats(train[0], preprocess)
-    return PreparedData(name, train, test, val, stats, tuple(train[0].shape[1:]))
+    return PreparedData(name, train, test, val, stats, tuple(train[0].shape[1:]), len(get(name).classes))
 
 
 def info(name, data_dir=None, extra=True):
     """A dict describing ``name``: where its files are and, per split, the count,
     image shape and class histogram (loading, and so preparing, the data)."""
-    _check(name)
+    ds = get(name)
     missing = [p for p in source_files(name, data_dir, extra=extra) if not p.exists()]
     if missing:
-        _missing_error(name, missing, resolve_data_dir(data_dir))
+        _missing_error(ds, missing, resolve_data_dir(data_dir))
     splits = {}
     for split in SPLITS:
         images, labels = load(name, split, data_dir, extra=extra)
         splits[split] = {"count": len(labels), "shape": tuple(images.shape[1:]),
-                         "histogram": np.bincount(labels, minlength=NUM_CLASSES).tolist()}
-    cache = None if name == "fashion-mnist-mini" else resolve_data_dir(data_dir) / "prepared"
+                         "histogram": np.bincount(labels, minlength=len(ds.classes)).tolist()}
+    cache = resolve_data_dir(data_dir) / "prepared" if ds.cached else None
     return {"name": name, "files": [str(p) for p in source_files(name, data_dir, extra=extra)],
             "cache": str(cache) if cache else None, "splits": splits}
 
@@ -218,19 +154,6 @@ def verify(name, data_dir=None, extra=True):
     """[(path, problem or None)] for each source file of ``name``, checked against its known
     size and MD5 (for Fashion-MNIST, the MD5 of the decompressed contents, which Debian's
     re-compressed files share with the official ones)."""
-    _check(name)
-    if name == "fashion-mnist-mini":
-        return [(p, None) for p in source_files(name)]
-    results = []
-    for path in source_files(name, data_dir, extra=extra):
-        if not path.exists():
-            results.append((path, "missing"))
-        elif path.is_dir():
-            results.append((path, None if all((path / b).exists() for b in cifar10.BATCH_NAMES)
-                            else "incomplete folder"))
-        elif name == "fashion-mnist":
-            results.append((path, fashion_mnist.check_contents(path)))
-        else:
-            results.append((path, check_file(path, *_MODULES[name].FILES[path.name])))
-    return results
-
+    ds = get(name)
+    return [(path, ds.check(path) if path.exists() else "missing")
+            for path in ds.sources(resolve_data_dir(data_dir), extra=extra)]

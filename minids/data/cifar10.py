@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minids.data.dataset import DataSet
 from minids.errors import MinidsError
 
 BASE_URL = "https://www.cs.toronto.edu/~kriz/"
@@ -82,3 +83,37 @@ def read(path, split):
             raise MinidsError(f"{path} is truncated or corrupt ({err})") from None
     parts = [_parse(raw, where) for raw, where in raws]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+class CIFAR10(DataSet):
+    """CIFAR-10 from its archive, or from the folder the archive unpacks to."""
+
+    name = "cifar10"
+    classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    input_shape = INPUT_SHAPE
+    base_url = BASE_URL
+
+    def files(self, split=None, extra=True):
+        return dict(FILES)
+
+    def sources(self, data_dir, split=None, extra=True):
+        return [source(data_dir) or Path(data_dir) / ARCHIVE]
+
+    def found_locally(self, data_dir, extra=True):
+        return source(data_dir) is not None
+
+    def check(self, path):
+        if Path(path).is_dir():
+            return None if all((Path(path) / name).exists() for name in BATCH_NAMES) else "incomplete folder"
+        return super().check(path)
+
+    def cache_sources(self, sources):
+        return sorted(sources[0].glob("*_batch*")) if sources[0].is_dir() else sources
+
+    def read(self, sources, split, images_path):
+        images, labels = read(sources[0], split)
+        np.save(images_path, images)
+        return labels
+
+
+DATASET = CIFAR10()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minids.data.dataset import DataSet
 from minids.errors import MinidsError
 
 BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -88,3 +89,34 @@ def check_contents(path):
         return f"corrupt ({err})"
     want = RAW_MD5[Path(path).name]
     return None if digest.hexdigest() == want else f"contents md5 {digest.hexdigest()}, expected {want}"
+
+
+class FashionMNIST(DataSet):
+    """Fashion-MNIST, from the data directory or Debian's folder."""
+
+    name = "fashion-mnist"
+    classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+               "Bag", "Ankle boot")
+    input_shape = INPUT_SHAPE
+    base_url = BASE_URL
+
+    def files(self, split=None, extra=True):
+        names = list(FILES) if split is None else split_files(split)
+        return {name: FILES[name] for name in names}
+
+    def locate(self, data_dir):
+        return find_dir(data_dir) or Path(data_dir)
+
+    def found_locally(self, data_dir, extra=True):
+        return find_dir(data_dir) is not None
+
+    def check(self, path):
+        return check_contents(path)
+
+    def read(self, sources, split, images_path):
+        images, labels = read(sources[0].parent, split)
+        np.save(images_path, images)
+        return labels
+
+
+DATASET = FashionMNIST()

@@ -13,6 +13,7 @@ import numpy as np
 import scipy.io
 
 from minids.data.cache import reserve
+from minids.data.dataset import DataSet
 from minids.errors import MinidsError
 
 BASE_URL = "http://ufldl.stanford.edu/housenumbers/"
@@ -97,3 +98,25 @@ def convert(paths, images_path):
     out.flush()
     del out
     return np.concatenate(labels)
+
+
+class SVHN(DataSet):
+    """SVHN format 2; the training split is train + extra unless ``extra=False``."""
+
+    name = "svhn"
+    classes = tuple(str(d) for d in range(10))  # label 10 (the digit 0) is stored as class 0
+    input_shape = INPUT_SHAPE
+    base_url = BASE_URL
+
+    def files(self, split=None, extra=True):
+        names = split_files("train", extra) + split_files("test") if split is None else split_files(split, extra)
+        return {name: FILES[name] for name in FILES if name in names}
+
+    def cache_key(self, split, extra=True):
+        return f"svhn-{split}" + ("+extra" if split == "train" and extra else "")
+
+    def read(self, sources, split, images_path):
+        return convert(sources, images_path)
+
+
+DATASET = SVHN()
