@@ -32,8 +32,9 @@ class WeightsFile:
     """The contents of a weights file as plain Python and NumPy values.
 
     attrs: root attributes (str, int, float, list of str / int).
-    layers: conv name -> {'weight' float32 (O, I, k, k), 'bias' float32 (O,),
-        'k', 'stride', 'padding' (int), 'fixed' (bool)}, in network order.
+    layers: layer name -> its arrays and settings (:func:`layer_arrays`; a
+        convolution: 'weight' float32 (O, I, k, k), 'bias' float32 (O,),
+        'k', 'stride', 'padding' (int), 'fixed' (bool)), in network order.
     preprocessing: the statistics dict of :mod:`minids.data.preprocess`.
     optimizer: a :meth:`minids.optim.MomentumShrink.state_dict` (or None).
     rng_state: the run generator's ``bit_generator.state`` (or None).
@@ -51,6 +52,7 @@ class WeightsFile:
     rng_state: dict | None = None
     history: dict = field(default_factory=dict)
     partial_epoch: dict | None = None
+    path: str | None = None  # where it was read from (for messages)
 
 
 PARTIAL_EPOCH_KEYS = ("batches", "images", "errors", "loss_sum", "seconds")
@@ -83,41 +85,45 @@ def _attr(value):
 
 
 def layer_arrays(model):
-    """{conv name: {'weight', 'bias' host float32, 'k', 'stride', 'padding', 'fixed'}} of ``model``.
+    """{layer name: {array name: host float32 array, setting: value}} of every layer of
+    ``model`` that has parameters or buffers, in network order.
 
-    A fixed convolution with Kronecker factors also gets 'atoms' (int array:
-    the dictionary column of each output) and 'dictionary_outputs' (the
-    number of columns of the dictionary they were cut from).
+    The arrays are the layer's ``params`` and ``buffers`` (a convolution:
+    'weight' (O, I, k, k), 'bias' (O,)); the settings its ``file_attrs()``
+    (a convolution: 'k', 'stride', 'padding', 'fixed'; a factored fixed one
+    also 'atoms' and 'dictionary_outputs').
     """
     layers = {}
-    for name, conv in model.conv_layers():
-        layer = {"weight": np.asarray(to_host(conv.weight), dtype=np.float32),
-                 "bias": np.asarray(to_host(conv.bias), dtype=np.float32),
-                 "k": int(conv.k), "stride": int(conv.stride), "padding": int(conv.padding),
-                 "fixed": bool(conv.fixed)}
-        factors = getattr(conv, "factors", None)
-        if factors is not None:
-            layer["atoms"] = np.asarray(factors.atoms, dtype=np.int64)
-            layer["dictionary_outputs"] = int(factors.full_outputs)
-        layers[name] = layer
+    for name, layer in model.named_layers():
+        arrays = {**layer.params, **layer.buffers}
+        if arrays:
+            layers[name] = {**{key: np.asarray(to_host(a), dtype=np.float32) for key, a in arrays.items()},
+                            **layer.file_attrs()}
     return layers
+
+
+def _is_array(value):
+    """Float arrays are stored as data sets, everything else (settings) as attributes."""
+    return isinstance(value, np.ndarray) and value.dtype.kind == "f"
 
 
 def _write(f, contents):
     for key, value in contents.attrs.items():
         f.attrs[key] = _attr(value)
+    f.attrs["layer_order"] = _attr(list(contents.layers))
     f.attrs["format"] = FORMAT
     f.attrs["schema_version"] = SCHEMA_VERSION
     f.attrs["minids_version"] = __version__
     layers = f.create_group("layers")
     for name, layer in contents.layers.items():
         group = layers.create_group(name)
-        for key in ("k", "stride", "padding", "fixed", "atoms", "dictionary_outputs"):
-            if key in layer:
-                group.attrs[key] = layer[key]
-        weight = group.create_dataset("weight", data=np.asarray(layer["weight"], dtype=np.float32))
-        weight.attrs["fixed"] = bool(layer["fixed"])
-        group.create_dataset("bias", data=np.asarray(layer["bias"], dtype=np.float32))
+        for key, value in layer.items():
+            if _is_array(value):
+                group.create_dataset(key, data=np.asarray(value, dtype=np.float32))
+            else:
+                group.attrs[key] = value
+        if "fixed" in layer and "weight" in group:  # a fixed weight says so itself too
+            group["weight"].attrs["fixed"] = bool(layer["fixed"])
     pre = f.create_group("preprocessing")
     for key, value in contents.preprocessing.items():
         if isinstance(value, str) or np.ndim(value) == 0:
@@ -126,10 +132,9 @@ def _write(f, contents):
             pre.create_dataset(key, data=np.asarray(value))
     if contents.optimizer is not None:
         opt = f.create_group("optimizer")
-        for key in ("steps", "epoch", "lr", "base_lr", "momentum", "weight_decay", "zeta"):
-            opt.attrs[key] = contents.optimizer[key]
-        opt.attrs["exclude"] = _attr(list(contents.optimizer["exclude"]))
-        opt.attrs["zeta_follows_lr"] = bool(contents.optimizer.get("zeta_follows_lr", False))
+        for key, value in contents.optimizer.items():  # the optimizer's own state_dict, as it is
+            if key != "prev":
+                opt.attrs[key] = _attr(list(value) if isinstance(value, (list, tuple, frozenset)) else value)
         prev = opt.create_group("prev")
         for key, value in contents.optimizer["prev"].items():
             prev.create_dataset(key, data=np.asarray(value))
@@ -253,12 +258,11 @@ def read_weights(path):
             order = attrs.get("layer_order") or list(fields.get("layers"))
             layers = {}
             for name in order:
-                where = f"layers/{name}"
-                layers[name] = {"weight": fields.array(f"{where}/weight"), "bias": fields.array(f"{where}/bias"),
-                                **{k: fields.attr(where, k) for k in ("k", "stride", "padding", "fixed")}}
-                if "atoms" in fields.get(where).attrs:
-                    layers[name]["atoms"] = np.asarray(fields.attr(where, "atoms"), dtype=np.int64).reshape(-1)
-                    layers[name]["dictionary_outputs"] = int(fields.attr(where, "dictionary_outputs"))
+                group = fields.get(f"layers/{name}")
+                layers[name] = {key: group[key][()] for key in group}
+                for key, value in group.attrs.items():
+                    layers[name][key] = (np.asarray(value, dtype=np.int64).reshape(-1) if key == "atoms"
+                                         else _plain(value))
             pre = fields.get("preprocessing")
             preprocessing = {k: (v if isinstance(v, str) else np.float32(v))
                              for k, v in ((k, _plain(v)) for k, v in pre.attrs.items())}
@@ -280,7 +284,7 @@ def read_weights(path):
                 partial = {k: fields.attr("partial_epoch", k) for k in PARTIAL_EPOCH_KEYS}
         except (KeyError, ValueError, TypeError) as err:
             raise fields.damaged(str(err)) from None
-    contents = WeightsFile(attrs, layers, preprocessing, optimizer, rng_state, history, partial)
+    contents = WeightsFile(attrs, layers, preprocessing, optimizer, rng_state, history, partial, str(path))
     _check_values(contents, fields)
     return contents
 
@@ -293,7 +297,7 @@ def _finite(array):
 def _check_values(contents, fields):
     """The checks every reader needs: counts, shapes and finite numbers of the fields read."""
     for name, layer in contents.layers.items():
-        for key in ("weight", "bias"):
+        for key in (k for k, v in layer.items() if _is_array(v)):
             if not _finite(layer[key]):
                 raise MinidsError(f"{fields.path}: layer {name} {key} holds NaN or inf (the run diverged); "
                                   "these weights cannot be used")
@@ -379,18 +383,23 @@ def model_from_weights(contents, dtype=np.float32):
                         dictionary=attrs.get("dictionary") or LEGACY_DICTIONARY, widths=tuple(attrs["widths"]),
                         dropout=float(attrs.get("dropout", DEFAULT_DROPOUT)),
                         mask_stream=attrs.get("dropout_masks") or "legacy")
-    for name, conv in model.conv_layers():
+    where = contents.path or "weights file"
+    for name, module in model.named_layers():
+        stores = [(key, store) for store in (module.params, module.buffers) for key in store]
+        if not stores:
+            continue
         layer = contents.layers.get(name)
         if layer is None:
-            raise MinidsError(f"weights file has no layer {name!r}")
-        store = conv.buffers if conv.fixed else conv.params
-        for key, target in (("weight", store), ("bias", conv.params)):
-            if target[key].shape != layer[key].shape:
+            raise MinidsError(f"{where}: damaged minids weights file: layers/{name} is missing")
+        for key, store in stores:
+            if key not in layer:
+                raise MinidsError(f"{where}: damaged minids weights file: layers/{name}/{key} is missing")
+            if store[key].shape != layer[key].shape:
                 raise MinidsError(f"layer {name}.{key} has shape {layer[key].shape} in the file, "
-                                  f"the model needs {target[key].shape}")
-            target[key][...] = layer[key]
-        if conv.fixed:
-            conv.factors = _file_factors(attrs, name, conv, layer)
+                                  f"the model needs {store[key].shape}")
+            store[key][...] = layer[key]
+        if getattr(module, "fixed", False):  # its Kronecker factors, from the stored atoms
+            module.factors = _file_factors(attrs, name, module, layer)
     return model
 
 

@@ -363,7 +363,6 @@ class _Run:
         attrs.update({
             "input_shape": np.array(data.input_shape, np.int64), "num_classes": int(model.num_classes),
             "dropout_masks": model.mask_stream, "epoch": int(self.epoch),
-            "layer_order": [n for n, _ in model.conv_layers()],
             "coefficient_layers": model.coefficient_layers(),
         })
         if self.history["epoch"]:

@@ -7,7 +7,7 @@ import pytest
 from minids.data import prepare
 from minids.dictionary import odct3_conv_weight
 from minids.errors import MinidsError
-from minids.io import load_model, read_weights, write_weights
+from minids.io import WeightsFile, layer_arrays, load_model, read_weights, write_weights
 from minids.train import TrainConfig, train
 
 TINY = (8, 8, 8, 8, 8, 8, 8, 8)
@@ -150,3 +150,36 @@ def test_interrupted_write_keeps_the_previous_file(run, tmp_path, monkeypatch):
         write_weights(target, contents)
     assert target.read_bytes() == before
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_any_layer_with_arrays_and_any_optimizer_key_is_stored_without_a_format_change(tmp_path):
+    """The file is written from each layer's params, buffers and file_attrs()
+    and from the optimizer's own state_dict: a new kind of layer, or a new
+    optimizer field, round-trips as it is."""
+    from minids.layers import Sequential
+    from minids.layers.base import Layer
+    from minids.layers.conv import Conv2d
+
+    class Scale(Layer):  # a layer minids does not have: one parameter, one buffer, one setting
+        def __init__(self):
+            super().__init__()
+            self.params["gamma"] = np.arange(4, dtype=np.float32)
+            self.buffers["running"] = np.full((2, 2), 0.5, np.float32)
+
+        def file_attrs(self):
+            return {"mode": 3}
+
+    net = Sequential([("conv", Conv2d(1, 4, 3, padding=1, rng=np.random.default_rng(0))), ("scale", Scale())])
+    optimizer = {"steps": 2, "lr": 0.1, "exclude": [], "new_field": 7, "prev": {"scale.gamma": np.ones(4)}}
+    stats = {"kind": "standard", "mean": np.zeros(1, np.float32), "std": np.ones(1, np.float32)}
+    path = tmp_path / "w.h5"
+    write_weights(path, WeightsFile({"input_shape": [1, 8, 8]}, layer_arrays(net), stats, optimizer))
+    with h5py.File(path, "r") as f:  # plain h5py: where each piece went
+        assert list(f.attrs["layer_order"]) == ["conv", "scale"]
+        np.testing.assert_array_equal(f["layers/scale/gamma"][()], np.arange(4))
+        np.testing.assert_array_equal(f["layers/scale/running"][()], np.full((2, 2), 0.5))
+        assert f["layers/scale"].attrs["mode"] == 3 and f["layers/conv"].attrs["k"] == 3
+        assert f["optimizer"].attrs["new_field"] == 7
+    back = read_weights(path)
+    assert back.layers["scale"]["mode"] == 3 and back.optimizer["new_field"] == 7
+    np.testing.assert_array_equal(back.layers["conv"]["weight"], net["conv"].params["weight"])

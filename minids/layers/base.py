@@ -7,6 +7,9 @@ A layer follows Torch7's ``nn`` split, in CS231n's plain style:
 
 ``params`` maps a name to a trainable array; ``buffers`` maps a name to a fixed
 array (such as a DCT weight) that is saved with the model but never trained.
+The weights file stores every array of both under the layer's name, and
+``file_attrs()`` (the layer's settings) beside them, so a new layer with
+weights needs no change to the file format.
 Arrays are NumPy or CuPy; a layer takes the array module from its input.
 
 Memory layout: activations are (N, C, H, W) at every layer's boundary, with
@@ -35,6 +38,10 @@ class Layer:
 
     def backward(self, dy):
         raise NotImplementedError
+
+    def file_attrs(self):
+        """Settings stored with the layer's arrays in a weights file (plain ints, bools, int arrays)."""
+        return {}
 
     def to(self, xp):
         """Move parameters and buffers to the device of array module ``xp``."""

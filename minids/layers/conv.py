@@ -53,6 +53,10 @@ class Conv2d(Layer):
         self.params["weight"] = (rng.standard_normal((c_out, c_in, k, k)) * std).astype(dtype)
         self.params["bias"] = np.zeros(c_out, dtype=dtype)
 
+    def file_attrs(self):
+        return {"k": int(self.k), "stride": int(self.stride), "padding": int(self.padding),
+                "fixed": bool(self.fixed)}
+
     @property
     def weight(self):
         """The (c_out, c_in, k, k) kernel, trainable or fixed."""
@@ -170,6 +174,15 @@ class FixedConv2d(Conv2d):
         self.buffers["weight"] = xp.array(weight, dtype=dtype)
         self.params["bias"] = xp.zeros(c_out, dtype=dtype)
         self.factors = factors
+
+    def file_attrs(self):
+        """Conv2d's, plus with factors 'atoms' (the dictionary column of each output) and
+        'dictionary_outputs' (the column count of the dictionary they were cut from)."""
+        attrs = super().file_attrs()
+        if self.factors is not None:
+            attrs["atoms"] = np.asarray(self.factors.atoms, dtype=np.int64)
+            attrs["dictionary_outputs"] = int(self.factors.full_outputs)
+        return attrs
 
     def dense_multiply_adds(self, h, w):
         """Multiply-adds per image of the dense forward on an h×w input."""
