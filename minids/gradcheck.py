@@ -79,29 +79,29 @@ def distinct(*shape):
 
 
 def _reset_dropout(model, seed):
-    """Give every dropout layer a fresh generator so each forward draws the same mask."""
+    """Give every layer that draws random numbers (dropout) a fresh generator, so that
+    each forward draws the same mask."""
     for layer in getattr(model, "layers", [model]):
-        if isinstance(layer, Dropout):
+        if hasattr(layer, "rng"):
             layer.rng = np.random.default_rng(seed)
 
 
+def _forward(model, x, labels):
+    """The layer's output: its input first, then the labels for a loss (a second input)."""
+    return model.forward(x, train=True) if labels is None else model.forward(x, labels, train=True)
+
+
 def _scalar(model, x, projection, labels, seed):
-    """The checked scalar L: the loss itself, or Σ y·R for any other layer."""
+    """The checked scalar L = Σ y·R (for a loss, y and R are scalars)."""
     _reset_dropout(model, seed)
-    if labels is not None:
-        return float(model.forward(x, labels))
-    return float((model.forward(x, train=True) * projection).sum())
+    return float((_forward(model, x, labels) * projection).sum())
 
 
 def _analytic(model, x, projection, labels, seed):
-    """Analytic gradients {name: array} of L by backward; 'input' is dL/dx."""
+    """Analytic gradients {name: array} of L by backward(R); 'input' is dL/dx."""
     _reset_dropout(model, seed)
-    if labels is not None:
-        model.forward(x, labels)
-        dx = model.backward()
-    else:
-        model.forward(x, train=True)
-        dx = model.backward(projection)
+    _forward(model, x, labels)
+    dx = model.backward(projection)
     grads = {name: to_host(g) for name, g in model.grads.items()}
     grads["input"] = to_host(dx)
     return grads
@@ -138,14 +138,11 @@ def check_case(case, xp=np, seed=0):
     model = case.build(rng)
     x = case.make_input(rng)
     labels = case.labels
-    projection = None
-    if labels is None:
-        _reset_dropout(model, seed)
-        projection = rng.standard_normal(model.forward(x, train=True).shape)
+    _reset_dropout(model, seed)
+    projection = rng.standard_normal(np.shape(_forward(model, x, labels)))  # 0-d for a loss
     numeric = _numeric(model, x, projection, labels, seed)
     device_model = copy.deepcopy(model).to(xp)
-    analytic = _analytic(device_model, to_device(x, xp),
-                         None if projection is None else to_device(projection, xp),
+    analytic = _analytic(device_model, to_device(x, xp), to_device(projection, xp),
                          None if labels is None else to_device(labels, xp), seed)
     results = []
     for name, num in numeric.items():
@@ -188,11 +185,11 @@ class _NetWithLoss:
     def grads(self):
         return self.net.grads
 
-    def forward(self, x, labels):
-        return self.loss.forward(self.net.forward(x, train=True), labels)
+    def forward(self, x, labels, train=True):
+        return self.loss.forward(self.net.forward(x, train=train), labels)
 
-    def backward(self):
-        return self.net.backward(self.loss.backward())
+    def backward(self, dy=None):
+        return self.net.backward(self.loss.backward(dy))
 
     def to(self, xp):
         self.net.to(xp)

@@ -218,3 +218,16 @@ def test_sequential_names_params_and_updates_in_place(rng):
     assert sorted(net.grads) == ["conv.bias", "conv.weight", "fixed.bias"]
     with pytest.raises(ValueError, match="unique"):
         Sequential([("a", ReLU()), ("a", ReLU())])
+
+
+def test_softmax_nll_backward_takes_the_gradient_of_its_output():
+    """Like any layer: backward(dy) is dy times the gradient of the loss, by hand
+    (softmax - one_hot) / N for two rows."""
+    from minids.layers import SoftmaxNLL
+    logits = np.array([[0.0, np.log(3.0)], [np.log(2.0), np.log(2.0)]])
+    loss = SoftmaxNLL()
+    loss.forward(logits, np.array([1, 0]))
+    by_hand = np.array([[0.25, -0.25], [-0.5, 0.5]]) / 2
+    np.testing.assert_allclose(loss.backward(), by_hand, rtol=1e-12)
+    loss.forward(logits, np.array([1, 0]))
+    np.testing.assert_allclose(loss.backward(np.float64(3.0)), 3 * by_hand, rtol=1e-12)

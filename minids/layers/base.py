@@ -39,6 +39,22 @@ class Layer:
     def backward(self, dy):
         raise NotImplementedError
 
+    #: the total of :func:`minids.flops.model_flops` this layer's FLOPs count in ("conv" or "pool"),
+    #: None for a layer whose cost is not counted (ReLU, dropout, the loss)
+    flops_kind = None
+
+    def output_shape(self, shape):
+        """The (C, H, W) of one image's output for input (C, H, W); ValueError when it does not fit."""
+        return tuple(shape)
+
+    def flops(self, shape):
+        """Forward FLOPs per image on an input of (C, H, W) (see :mod:`minids.flops`)."""
+        return 0
+
+    def factored_flops(self, shape):
+        """The FLOPs minids really computes, where that differs from :meth:`flops` (else None)."""
+        return None
+
     def file_attrs(self):
         """Settings stored with the layer's arrays in a weights file (plain ints, bools, int arrays)."""
         return {}

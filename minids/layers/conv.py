@@ -53,6 +53,22 @@ class Conv2d(Layer):
         self.params["weight"] = (rng.standard_normal((c_out, c_in, k, k)) * std).astype(dtype)
         self.params["bias"] = np.zeros(c_out, dtype=dtype)
 
+    flops_kind = "conv"
+
+    def output_shape(self, shape):
+        c, h, w = shape
+        if c != self.c_in:
+            raise ValueError(f"expects {self.c_in} input channels, got {c}")
+        h_out, w_out = (output_size(n, self.k, self.stride, self.padding) for n in (h, w))
+        if h_out < 1 or w_out < 1:
+            raise ValueError(f"too small: {h}x{w} for a {self.k}x{self.k} kernel")
+        return self.c_out, h_out, w_out
+
+    def flops(self, shape):
+        """2 · c_in · k · k · c_out · H_out · W_out (a multiply-add is 2 FLOPs; bias not counted)."""
+        _, h_out, w_out = self.output_shape(shape)
+        return 2 * self.c_in * self.k * self.k * self.c_out * h_out * w_out
+
     def file_attrs(self):
         return {"k": int(self.k), "stride": int(self.stride), "padding": int(self.padding),
                 "fixed": bool(self.fixed)}
@@ -183,6 +199,13 @@ class FixedConv2d(Conv2d):
             attrs["atoms"] = np.asarray(self.factors.atoms, dtype=np.int64)
             attrs["dictionary_outputs"] = int(self.factors.full_outputs)
         return attrs
+
+    def factored_flops(self, shape):
+        """2 × the factored multiply-adds where the factored path is taken, else None."""
+        _, h, w = shape
+        if self.factors is None or not self.uses_factors(h, w):
+            return None
+        return 2 * self.factored_multiply_adds(h, w)
 
     def dense_multiply_adds(self, h, w):
         """Multiply-adds per image of the dense forward on an h×w input."""

@@ -8,8 +8,12 @@ class SoftmaxNLL(Layer):
     """Mean over the batch of −log softmax(logits)[label].
 
     ``forward(logits (N, K), labels int (N,))`` → 0-d array (the loss, in nats);
-    ``backward()`` → dlogits (N, K) = (softmax − one_hot) / N. Uses a stable
-    log-softmax (logits shifted by their row maximum).
+    ``backward(dy=1)`` → dlogits (N, K) = dy · (softmax − one_hot) / N, where
+    ``dy`` is the gradient of what follows with respect to the loss (a scalar:
+    1 when the loss is the objective). Like every layer, it takes its input
+    first (the labels are a second, non-differentiable input) and backward
+    takes the gradient of its output. Uses a stable log-softmax (logits
+    shifted by their row maximum).
     """
 
     def forward(self, logits, labels, train=True):
@@ -31,4 +35,6 @@ class SoftmaxNLL(Layer):
         dlogits = prob.copy()
         dlogits[rows, labels] -= 1.0
         dlogits /= prob.shape[0]
+        if dy is not None:
+            dlogits *= dy
         return dlogits

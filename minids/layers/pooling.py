@@ -37,6 +37,20 @@ class _Pool2d(Layer):
     def __repr__(self):
         return f"{type(self).__name__}({self.k}, stride={self.stride}, ceil_mode={self.ceil_mode})"
 
+    flops_kind = "pool"
+
+    def output_shape(self, shape):
+        c, h, w = shape
+        try:
+            return (c, *(pool_output_size(n, self.k, self.stride, self.ceil_mode) for n in (h, w)))
+        except ValueError as err:
+            raise ValueError(f"too small: {err}") from None
+
+    def flops(self, shape):
+        """One operation per window element read: k · k · C · H_out · W_out."""
+        c, h_out, w_out = self.output_shape(shape)
+        return self.k * self.k * c * h_out * w_out
+
     def _geometry(self, x):
         """Return (h_out, w_out) for input x (N, C, H, W)."""
         check_rank(self, x)
@@ -155,6 +169,16 @@ class AvgPool2d(_Pool2d):
 
 class GlobalAvgPool(Layer):
     """Mean over H and W: (N, C, H, W) → (N, C)."""
+
+    flops_kind = "pool"
+
+    def output_shape(self, shape):
+        return shape[0], 1, 1
+
+    def flops(self, shape):
+        """C · H · W additions."""
+        c, h, w = shape
+        return c * h * w
 
     def forward(self, x, train=True):
         check_rank(self, x)
