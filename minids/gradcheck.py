@@ -18,30 +18,17 @@ tested separately with hand-computed gradients (tests/test_layers.py).
 
 import copy
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
+from minids import layers
 from minids.backend import to_device, to_host
-from minids.layers import (AvgPool2d, Conv2d, Dropout, FixedConv2d, GlobalAvgPool, MaxPool2d,
-                           ReLU, SoftmaxNLL)
-from minids.models import build_model, dictionary_factors
+from minids.layers import SoftmaxNLL
+from minids.layers.cases import Case, away_from_zero, normal
+from minids.models import build_model
 
 TOLERANCE = 1e-6
 STEP = 1e-5
-
-
-@dataclass
-class Case:
-    """One gradient-check case: a float64 layer and how to draw its input.
-
-    ``build(rng)`` → layer; ``make_input(rng)`` → float64 NumPy input;
-    ``labels`` (for a loss: the class of each row) or None.
-    """
-    name: str
-    build: Callable
-    make_input: Callable
-    labels: np.ndarray = None
 
 
 @dataclass
@@ -55,27 +42,6 @@ class Result:
     @property
     def passed(self):
         return bool(self.error <= TOLERANCE)
-
-
-def normal(*shape):
-    """Input maker: standard normal values of ``shape``."""
-    return lambda rng: rng.standard_normal(shape)
-
-
-def away_from_zero(*shape):
-    """Input maker: normal values pushed to |x| ≥ 0.1 (clear of ReLU's kink)."""
-    def make(rng):
-        x = rng.standard_normal(shape)
-        return np.sign(x) * (np.abs(x) + 0.1)
-    return make
-
-
-def distinct(*shape):
-    """Input maker: a random permutation of values spaced 0.01 apart (no near ties)."""
-    def make(rng):
-        size = int(np.prod(shape))
-        return (rng.permutation(size) * 0.01 - size * 0.005).reshape(shape)
-    return make
 
 
 def _reset_dropout(model, seed):
@@ -196,42 +162,9 @@ class _NetWithLoss:
         return self
 
 
-def _conv(*args, **kwargs):
-    return lambda rng: Conv2d(*args, dtype=np.float64, rng=rng, **kwargs)
-
-
-def _factored(c_out, c_in, k, stride=1, padding=0):
-    """Builder of an odct3 fixed convolution that always runs through its factors."""
-    def build(rng):
-        factors = dictionary_factors("odct3", c_out, c_in, k, gain=1.5)
-        layer = FixedConv2d(factors.dense(), stride=stride, padding=padding, dtype=np.float64,
-                            factors=factors)
-        layer.MIN_SAVING = 0  # the factored path whatever it saves
-        return layer
-    return build
-
-
-CASES = [
-    Case("conv3x3 pad1", _conv(3, 4, 3, padding=1), normal(2, 3, 7, 7)),
-    Case("conv5x5 stride2 pad2 odd", _conv(3, 5, 5, stride=2, padding=2), normal(2, 3, 9, 7)),
-    Case("conv3x3 stride2", _conv(2, 3, 3, stride=2), normal(3, 2, 8, 9)),
-    Case("conv1x1", _conv(6, 4, 1), normal(3, 6, 5, 5)),
-    Case("fixedconv5x5 pad2",
-         lambda rng: FixedConv2d(rng.standard_normal((4, 3, 5, 5)), padding=2, dtype=np.float64),
-         normal(2, 3, 7, 7)),
-    Case("fixedconv5x5 pad2 odct3 factored", _factored(9, 4, 5, padding=2), normal(2, 4, 7, 6)),
-    Case("fixedconv3x3 stride2 pad1 odct3 factored", _factored(7, 3, 3, stride=2, padding=1),
-         normal(2, 3, 7, 8)),
-    Case("fixedconv5x5 1-channel odct3 factored", _factored(6, 1, 5), normal(2, 1, 7, 7)),
-    Case("relu", lambda rng: ReLU(), away_from_zero(2, 3, 5, 5)),
-    Case("maxpool3/2 ceil", lambda rng: MaxPool2d(3, 2, ceil_mode=True), distinct(2, 3, 8, 8)),
-    Case("maxpool3/2 ceil odd", lambda rng: MaxPool2d(3, 2, ceil_mode=True), distinct(2, 2, 7, 9)),
-    Case("maxpool2/2", lambda rng: MaxPool2d(2, 2), distinct(2, 3, 6, 6)),
-    Case("avgpool3/2 ceil", lambda rng: AvgPool2d(3, 2, ceil_mode=True), normal(2, 3, 8, 8)),
-    Case("avgpool3/2 ceil odd", lambda rng: AvgPool2d(3, 2, ceil_mode=True), normal(2, 2, 7, 9)),
-    Case("globalavgpool", lambda rng: GlobalAvgPool(), normal(3, 4, 5, 5)),
-    Case("dropout", lambda rng: Dropout(0.5, rng), normal(2, 3, 4, 4)),
-    Case("softmax_nll", lambda rng: SoftmaxNLL(), normal(4, 5), labels=np.array([0, 3, 3, 1])),
+#: every layer's own cases (``gradcheck_cases()`` of each class in minids.layers), then two
+#: whole networks with their loss
+CASES = [case for name in layers.__all__ for case in getattr(layers, name).gradcheck_cases()] + [
     Case("network nin", _tiny_network("nin"), normal(2, 3, 10, 10), labels=np.array([1, 3])),
     Case("network ds-nin", _tiny_network("ds-nin"), normal(2, 3, 10, 10), labels=np.array([2, 0])),
 ]

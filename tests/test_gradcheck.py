@@ -71,3 +71,13 @@ def test_gpu_gradients_match_numpy_numeric(case):
     from minids.backend import get_module
     for r in gradcheck.check_case(case, get_module("gpu"), seed=0):
         assert r.error <= 1e-6, f"{r.case} {r.tensor}: {r.error:.2e}"
+
+
+def test_every_layer_class_brings_its_own_cases():
+    from minids import layers
+    for name in layers.__all__:
+        cls = getattr(layers, name)
+        if name in ("Layer", "Sequential"):  # the protocol, and a container checked as whole networks
+            continue
+        own = cls.gradcheck_cases()
+        assert own and all(isinstance(case.build(np.random.default_rng(0)), cls) for case in own), name

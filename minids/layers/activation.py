@@ -3,6 +3,7 @@
 from minids.backend import get_array_module
 from minids.backend import threads
 from minids.layers.base import Layer, swap_nc
+from minids.layers.cases import Case, away_from_zero
 
 
 class ReLU(Layer):
@@ -13,6 +14,10 @@ class ReLU(Layer):
     instead of allocating new arrays, and keeps the mask in a reused block;
     the results are the same.
     """
+
+    @classmethod
+    def gradcheck_cases(cls):
+        return [Case("relu", lambda rng: ReLU(), away_from_zero(2, 3, 5, 5))]
 
     def forward(self, x, train=True, inplace=False):
         xp = get_array_module(x)

@@ -39,6 +39,11 @@ class Layer:
     def backward(self, dy):
         raise NotImplementedError
 
+    @classmethod
+    def gradcheck_cases(cls):
+        """The :class:`minids.layers.cases.Case` list that ``minids gradcheck`` runs for this class."""
+        return []
+
     #: the total of :func:`minids.flops.model_flops` this layer's FLOPs count in ("conv" or "pool"),
     #: None for a layer whose cost is not counted (ReLU, dropout, the loss)
     flops_kind = None

@@ -22,6 +22,7 @@ import numpy as np
 from minids.backend import get_array_module
 from minids.backend import threads
 from minids.layers.base import Layer, as_dtype, check_rank, swap_nc
+from minids.layers.cases import Case, normal
 from minids.layers.im2col import col2im, im2col, output_size
 from minids.layers.separable import factored_forward, factored_input_grad
 
@@ -54,6 +55,15 @@ class Conv2d(Layer):
         self.params["bias"] = np.zeros(c_out, dtype=dtype)
 
     flops_kind = "conv"
+
+    @classmethod
+    def gradcheck_cases(cls):
+        def conv(*args, **kwargs):
+            return lambda rng: Conv2d(*args, dtype=np.float64, rng=rng, **kwargs)
+        return [Case("conv3x3 pad1", conv(3, 4, 3, padding=1), normal(2, 3, 7, 7)),
+                Case("conv5x5 stride2 pad2 odd", conv(3, 5, 5, stride=2, padding=2), normal(2, 3, 9, 7)),
+                Case("conv3x3 stride2", conv(2, 3, 3, stride=2), normal(3, 2, 8, 9)),
+                Case("conv1x1", conv(6, 4, 1), normal(3, 6, 5, 5))]
 
     def output_shape(self, shape):
         c, h, w = shape
@@ -177,6 +187,26 @@ class FixedConv2d(Conv2d):
     fixed = True
     #: the factored path is taken where it saves at least this factor of multiply-adds
     MIN_SAVING = 20
+
+    @classmethod
+    def gradcheck_cases(cls):
+        def factored(c_out, c_in, k, stride=1, padding=0):
+            """An odct3 fixed convolution that always runs through its factors."""
+            def build(rng):
+                from minids.models import dictionary_factors
+                factors = dictionary_factors("odct3", c_out, c_in, k, gain=1.5)
+                layer = FixedConv2d(factors.dense(), stride=stride, padding=padding, dtype=np.float64,
+                                    factors=factors)
+                layer.MIN_SAVING = 0  # the factored path whatever it saves
+                return layer
+            return build
+        return [Case("fixedconv5x5 pad2",
+                     lambda rng: FixedConv2d(rng.standard_normal((4, 3, 5, 5)), padding=2, dtype=np.float64),
+                     normal(2, 3, 7, 7)),
+                Case("fixedconv5x5 pad2 odct3 factored", factored(9, 4, 5, padding=2), normal(2, 4, 7, 6)),
+                Case("fixedconv3x3 stride2 pad1 odct3 factored", factored(7, 3, 3, stride=2, padding=1),
+                     normal(2, 3, 7, 8)),
+                Case("fixedconv5x5 1-channel odct3 factored", factored(6, 1, 5), normal(2, 1, 7, 7))]
 
     def __init__(self, weight, stride=1, padding=0, dtype=None, factors=None):
         dtype = as_dtype(dtype)

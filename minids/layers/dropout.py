@@ -5,6 +5,7 @@ import numpy as np
 from minids.backend import get_array_module, random_uniform
 from minids.hashing import hashed_uniform
 from minids.layers.base import Layer, swap_nc
+from minids.layers.cases import Case, normal
 
 #: how masks are drawn: "splitmix64" (a 64-bit key from the run's generator per
 #: draw, the values hashed from it on the device: the same masks on NumPy and on
@@ -25,6 +26,10 @@ class Dropout(Layer):
     computed on the input's device: NumPy and CuPy draw the same masks bit
     for bit, on any GPU.
     """
+
+    @classmethod
+    def gradcheck_cases(cls):
+        return [Case("dropout", lambda rng: Dropout(0.5, rng), normal(2, 3, 4, 4))]
 
     def __init__(self, p=0.5, rng=None, stream="splitmix64"):
         super().__init__()

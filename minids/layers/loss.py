@@ -1,7 +1,10 @@
 """Softmax cross-entropy (negative log-likelihood) loss."""
 
+import numpy as np
+
 from minids.backend import get_array_module
 from minids.layers.base import Layer, check_rank
+from minids.layers.cases import Case, normal
 
 
 class SoftmaxNLL(Layer):
@@ -15,6 +18,10 @@ class SoftmaxNLL(Layer):
     takes the gradient of its output. Uses a stable log-softmax (logits
     shifted by their row maximum).
     """
+
+    @classmethod
+    def gradcheck_cases(cls):
+        return [Case("softmax_nll", lambda rng: SoftmaxNLL(), normal(4, 5), labels=np.array([0, 3, 3, 1]))]
 
     def forward(self, logits, labels, train=True):
         check_rank(self, logits, rank=2)

@@ -11,6 +11,7 @@ import math
 from minids.backend import get_array_module
 from minids.backend import threads
 from minids.layers.base import Layer, check_rank, swap_nc
+from minids.layers.cases import Case, distinct, normal
 
 
 def pool_output_size(size, k, stride, ceil_mode):
@@ -95,6 +96,12 @@ class MaxPool2d(_Pool2d):
     """Max over k×k windows. Ties send the gradient to one element: the first
     in row-major order within the window."""
 
+    @classmethod
+    def gradcheck_cases(cls):
+        return [Case("maxpool3/2 ceil", lambda rng: MaxPool2d(3, 2, ceil_mode=True), distinct(2, 3, 8, 8)),
+                Case("maxpool3/2 ceil odd", lambda rng: MaxPool2d(3, 2, ceil_mode=True), distinct(2, 2, 7, 9)),
+                Case("maxpool2/2", lambda rng: MaxPool2d(2, 2), distinct(2, 3, 6, 6))]
+
     def forward(self, x, train=True):
         xp = get_array_module(x)
         h_out, w_out = self._geometry(x)
@@ -131,6 +138,11 @@ class MaxPool2d(_Pool2d):
 class AvgPool2d(_Pool2d):
     """Mean over k×k windows; an edge window in ceil mode averages only the
     elements inside the input."""
+
+    @classmethod
+    def gradcheck_cases(cls):
+        return [Case("avgpool3/2 ceil", lambda rng: AvgPool2d(3, 2, ceil_mode=True), normal(2, 3, 8, 8)),
+                Case("avgpool3/2 ceil odd", lambda rng: AvgPool2d(3, 2, ceil_mode=True), normal(2, 2, 7, 9))]
 
     def _counts(self, xp, size, out, dtype):
         """Number of input elements inside each window along one axis, (out,)."""
@@ -169,6 +181,10 @@ class AvgPool2d(_Pool2d):
 
 class GlobalAvgPool(Layer):
     """Mean over H and W: (N, C, H, W) → (N, C)."""
+
+    @classmethod
+    def gradcheck_cases(cls):
+        return [Case("globalavgpool", lambda rng: GlobalAvgPool(), normal(3, 4, 5, 5))]
 
     flops_kind = "pool"
 
