@@ -2,8 +2,8 @@
 
 NumPy runs element-wise work and copies on one core, and multi-threaded
 OpenBLAS degrades badly on a shared machine for the long-K GEMMs of weight
-gradients (measured: a 96×131072 · 131072×192 product took 3.3 s on 2 busy
-threads against 45 ms on one). So on NumPy minids splits the work itself:
+gradients (docs/performance.md, "What was changed, and why"). So on NumPy
+minids splits the work itself:
 
 * :func:`matmul` splits the columns of the right factor, :func:`matmul_nt`
   (``a @ b.T``) the shared K axis (partial products are summed), one
@@ -17,8 +17,8 @@ not found (another BLAS) the GEMMs are left to the BLAS. CuPy arrays, small
 problems and ``MINIDS_THREADS=1`` take the plain single call. The thread
 count is ``MINIDS_THREADS`` or the number of cores this process may use.
 ``MINIDS_THREADS`` caps OpenBLAS's own threads too, so ``MINIDS_THREADS=1``
-keeps a run on one core (two such runs side by side no longer run four busy
-threads on two cores, which made each about 3× slower).
+keeps a run on one core (docs/performance.md says why that matters for runs
+side by side).
 """
 
 import ctypes
