@@ -30,7 +30,7 @@ both alike. Reported per configuration, as medians over the repeats:
 
 Frameworks: ``minids`` times forward, loss, backward and update on one fixed
 batch (as ``torch`` does); ``trainer`` times what ``minids train`` runs per
-batch (:func:`minids.train.train_step`): the next batch from a
+batch (:func:`minids.step.train_step`): the next batch from a
 :class:`minids.data.BatchIterator` over uint8 images (on a GPU resident on
 the device), normalisation, the device-side epoch sums, backward and update.
 
@@ -145,7 +145,7 @@ def _minids_runner(cfg):
     opt = MomentumShrink(0.01, momentum=0.9, zeta=1e-5)
     if cfg["framework"] == "trainer":  # what `minids train` runs per batch, its data path included
         from minids.data import BatchIterator
-        from minids.train import EpochSums, train_step as trainer_step
+        from minids.step import EpochSums, train_step as trainer_step
         images = rng.integers(0, 256, (8 * cfg["batch"], c, h, w), dtype=np.uint8)
         stats = {"kind": "standard", "mean": np.full(c, 120, np.float32), "std": np.full(c, 60, np.float32)}
         batches = BatchIterator(images, rng.integers(0, 10, len(images)), cfg["batch"], stats, xp)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minids import run_options
+from minids import run_options, step
 from minids.backend import device_name, get_module, set_tf32
 from minids.data import BatchIterator, prepare
 from minids.errors import MinidsError
@@ -163,56 +163,6 @@ def unshrunk_params(model, scope):
     return [n for n in names if n not in kept]
 
 
-#: batches between two reads of the epoch's sums from the device (a GPU sync)
-SYNC_BATCHES = 16
-
-
-class EpochSums:
-    """The running sums of an epoch's history row, kept on the device.
-
-    ``add`` queues a few device operations per batch and never waits for the
-    device: the loss sum (float64) and the error count (int64), and the first
-    batch whose loss was not finite (its index and loss). ``read`` brings them
-    to the host (one sync). A loss that is not finite poisons the model state
-    from that step on; the trainer reads the sums before anything is saved
-    or reported as final, so such a state is never written (docs/training.md).
-    """
-
-    def __init__(self, xp, loss_sum=0.0, errors=0):
-        self.xp = xp
-        self.loss_sum = xp.asarray(loss_sum, dtype=xp.float64)
-        self.errors = xp.asarray(errors, dtype=xp.int64)
-        self.bad_batch = xp.asarray(-1, dtype=xp.int64)
-        self.bad_loss = xp.asarray(0.0, dtype=xp.float64)
-
-    def add(self, index, loss, logits, labels):
-        """Batch ``index``: its mean loss (0-d array), logits (N, classes) and labels (N,)."""
-        xp, n = self.xp, int(labels.shape[0])
-        loss = loss.astype(xp.float64)
-        self.loss_sum += loss * n
-        self.errors += (logits.argmax(axis=1) != labels).sum()
-        first_bad = (self.bad_batch < 0) & ~xp.isfinite(loss)
-        self.bad_batch = xp.where(first_bad, index, self.bad_batch)
-        self.bad_loss = xp.where(first_bad, loss, self.bad_loss)
-
-    def read(self):
-        """(loss sum float, errors int, first bad batch index or None, its loss float)."""
-        bad = int(self.bad_batch)
-        return float(self.loss_sum), int(self.errors), (None if bad < 0 else bad), float(self.bad_loss)
-
-
-def train_step(model, loss_fn, optimizer, sums, index, x, y):
-    """The trainer's step on batch ``index``: forward, the epoch sums (no sync), backward, update.
-
-    ``x`` float32 (B, C, H, W) and ``y`` int64 (B,) on the model's device;
-    ``sums`` an :class:`EpochSums`. (``benchmarks/train_step.py`` times this.)
-    """
-    logits = model.forward(x, train=True)
-    sums.add(index, loss_fn.forward(logits, y), logits, y)
-    model.backward(loss_fn.backward())
-    optimizer.step(model.params, model.grads)
-
-
 class _Run:
     """State of one run between epochs (model, optimizer, data, history)."""
 
@@ -290,7 +240,7 @@ class _Run:
         opt.set_epoch(self.epoch)
         done = self.partial or {"batches": 0, "images": 0, "errors": 0, "loss_sum": 0.0, "seconds": 0.0}
         first, seen = done["batches"], done["images"]
-        sums = EpochSums(self.xp, done["loss_sum"], done["errors"])
+        sums = step.EpochSums(self.xp, done["loss_sum"], done["errors"])
         total_loss, wrong, read_seen = done["loss_sum"], done["errors"], seen
         bar = self.reporter.epoch_bar(self.epoch + 1, len(self.batches) - first)
         start = time.perf_counter()
@@ -300,10 +250,10 @@ class _Run:
             with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "(overflow|invalid value) encountered", RuntimeWarning)
                 for index, (x, y) in enumerate(self.batches.epoch(self.epoch, first), start=first):
-                    train_step(model, loss_fn, opt, sums, index, x, y)
+                    step.train_step(model, loss_fn, opt, sums, index, x, y)
                     seen += int(y.shape[0])
                     last = index + 1 == len(self.batches)
-                    if last or (index + 1 - first) % SYNC_BATCHES == 0:
+                    if last or (index + 1 - first) % step.SYNC_BATCHES == 0:
                         (total_loss, wrong), read_seen = self._read(sums), seen
                     bar.update(int(y.shape[0]), total_loss / max(read_seen, 1))
                     if stop.requested and not last:

@@ -364,7 +364,7 @@ def test_default_out_and_device_refusal(tmp_path, monkeypatch):
 
 
 def test_epoch_sums_stay_on_the_device_and_name_the_first_bad_batch():
-    from minids.train import EpochSums
+    from minids.step import EpochSums
     sums = EpochSums(np, loss_sum=1.5, errors=2)  # a resumed epoch's running sums
     logits = np.array([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0]], np.float32)  # predicts 1, 0, 1
     labels = np.array([1, 1, 0])
@@ -377,14 +377,14 @@ def test_epoch_sums_stay_on_the_device_and_name_the_first_bad_batch():
 
 
 def test_the_loop_reads_the_device_sums_once_per_sync_interval(tmp_path, monkeypatch):
-    from minids import train as train_module
+    from minids import step
     reads = []
-    real = train_module.EpochSums.read
-    monkeypatch.setattr(train_module.EpochSums, "read", lambda self: reads.append(1) or real(self))
-    monkeypatch.setattr(train_module, "SYNC_BATCHES", 2)
+    real = step.EpochSums.read
+    monkeypatch.setattr(step.EpochSums, "read", lambda self: reads.append(1) or real(self))
+    monkeypatch.setattr(step, "SYNC_BATCHES", 2)
     result = train(tiny(tmp_path / "w.h5", epochs=1, train_size=160))  # 5 batches of 32
     assert len(reads) == 3  # after batches 2, 4 and the last
-    monkeypatch.setattr(train_module, "SYNC_BATCHES", 1)  # a read after every batch: the same row
+    monkeypatch.setattr(step, "SYNC_BATCHES", 1)  # a read after every batch: the same row
     every_batch = train(tiny(tmp_path / "w1.h5", epochs=1, train_size=160))
     for column in ("train_loss", "train_error", "test_error"):
         assert result.history[column] == every_batch.history[column]
