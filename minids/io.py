@@ -239,9 +239,6 @@ class _Fields:
             raise self.damaged(f"{name} is missing")
         return self.f[name]
 
-    def array(self, name):
-        return self.get(name)[()]
-
     def attr(self, name, key):
         obj = self.get(name) if name else self.f
         if key not in obj.attrs:
@@ -260,8 +257,9 @@ def read_weights(path):
             for name in order:
                 group = fields.get(f"layers/{name}")
                 layers[name] = {key: group[key][()] for key in group}
-                for key, value in group.attrs.items():
-                    layers[name][key] = (np.asarray(value, dtype=np.int64).reshape(-1) if key == "atoms"
+                for key, value in group.attrs.items():  # settings; int arrays (atoms) stay arrays
+                    layers[name][key] = (np.asarray(value, dtype=np.int64).reshape(-1)
+                                         if isinstance(value, np.ndarray) and value.dtype.kind in "iu"
                                          else _plain(value))
             pre = fields.get("preprocessing")
             preprocessing = {k: (v if isinstance(v, str) else np.float32(v))
