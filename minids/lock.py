@@ -32,10 +32,13 @@ def lock_path(out):
     return out.with_name(f".{out.name}.lock")
 
 
-def remove_stale_temporaries(path):
-    """Remove ``.<name>.<pid>.tmp`` files of ``path`` left by killed writers; returns them."""
+def remove_stale_temporaries(path, suffix=""):
+    """Remove ``.<name>.<tag>.tmp<suffix>`` files of ``path`` left by killed writers; returns them.
+
+    Call it only while holding the lock that every writer of ``path`` holds.
+    """
     path = Path(path)
-    stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    stale = sorted(path.parent.glob(f".{path.name}.*.tmp{suffix}")) if path.parent.is_dir() else []
     for tmp in stale:
         remove_quietly(tmp)
     return stale

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from minids.errors import MinidsError
-from minids.lock import exclusive
+from minids.lock import exclusive, remove_stale_temporaries
 
 CACHE_VERSION = 1
 
@@ -90,9 +90,8 @@ def cached_split(data_dir, key, sources, build):
         if cached is not None:
             return cached
         if locked:
-            for name in (images_path.name, labels_path.name, meta_path.name):
-                for stale in folder.glob(f".{name}.*.tmp{Path(name).suffix}"):
-                    stale.unlink(missing_ok=True)
+            for path in (images_path, labels_path, meta_path):
+                remove_stale_temporaries(path, suffix=path.suffix)
         _build(folder, key, meta, (images_path, labels_path, meta_path), build)
     return np.load(images_path, mmap_mode="r"), np.load(labels_path)
 

@@ -4,9 +4,9 @@ A file is fetched to ``<name>.part`` (continued with an HTTP Range request when
 a partial file is already there), then checked against its known size and MD5
 and renamed into place. A download cut short (the connection dropped, the server
 closed early) keeps its ``.part`` for the next attempt; a complete file that
-fails the check is renamed ``<name>.corrupt`` and never used. The base URL of every data set can be replaced by a mirror
-(``mirror=`` or the ``MINIDS_MIRROR`` environment variable) that serves the
-same file names.
+fails the check is renamed ``<name>.corrupt`` and never used. The base URL of
+every data set can be replaced by a mirror (``mirror=`` or the
+``MINIDS_MIRROR`` environment variable) that serves the same file names.
 """
 
 import hashlib
