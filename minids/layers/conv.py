@@ -74,10 +74,16 @@ class Conv2d(Layer):
             raise ValueError(f"too small: {h}x{w} for a {self.k}x{self.k} kernel")
         return self.c_out, h_out, w_out
 
+    def dense_multiply_adds(self, h, w):
+        """Multiply-adds per image of the dense forward on an h×w input: c_in·k·k·c_out·H_out·W_out."""
+        h_out = output_size(h, self.k, self.stride, self.padding)
+        w_out = output_size(w, self.k, self.stride, self.padding)
+        return self.c_out * self.c_in * self.k * self.k * h_out * w_out
+
     def flops(self, shape):
-        """2 · c_in · k · k · c_out · H_out · W_out (a multiply-add is 2 FLOPs; bias not counted)."""
-        _, h_out, w_out = self.output_shape(shape)
-        return 2 * self.c_in * self.k * self.k * self.c_out * h_out * w_out
+        """2 × the dense multiply-adds (a multiply-add is 2 FLOPs; the bias is not counted)."""
+        self.output_shape(shape)  # the input fits
+        return 2 * self.dense_multiply_adds(*shape[1:])
 
     def file_attrs(self):
         return {"k": int(self.k), "stride": int(self.stride), "padding": int(self.padding),
@@ -236,12 +242,6 @@ class FixedConv2d(Conv2d):
         if self.factors is None or not self.uses_factors(h, w):
             return None
         return 2 * self.factored_multiply_adds(h, w)
-
-    def dense_multiply_adds(self, h, w):
-        """Multiply-adds per image of the dense forward on an h×w input."""
-        h_out = output_size(h, self.k, self.stride, self.padding)
-        w_out = output_size(w, self.k, self.stride, self.padding)
-        return self.c_out * self.c_in * self.k * self.k * h_out * w_out
 
     def factored_multiply_adds(self, h, w):
         """Multiply-adds per image of the factored forward (None without factors)."""
