@@ -27,8 +27,9 @@ from minids.sweep import (ENGINES, FRONTIER_FILE, check_passed_options, format_t
               help="local: a pool of processes here; ray: Ray tasks (pip install '.[ray]').")
 @click.option("--jobs", type=int, default=1, show_default=True,
               help="local: points run at once, each with its share of the cores (or one GPU).")
-@click.option("--gpus", type=int, default=0, show_default=True,
-              help="local: GPUs to spread the jobs over; ray: GPUs per point.")
+@click.option("--gpus", type=int, default=None,
+              help="local: GPUs to spread the jobs over, one each [default: every GPU CuPy sees]; "
+                   "ray: GPUs per point [default: 1 on a cluster with GPUs, else 0]. 0: CPU only.")
 @click.option("--cpus-per-point", type=int, default=1, show_default=True, help="ray: CPUs per point.")
 @click.option("--address", default=None, help="ray: address of an existing cluster [default: start a local one].")
 @click.pass_context
@@ -42,7 +43,7 @@ def sweep_command(ctx, zetas, dictionaries, models, seeds, out_dir, engine, jobs
     """
     passed = list(ctx.args)
     check_passed_options(passed)
-    if jobs < 1 or gpus < 0 or cpus_per_point < 1:
+    if jobs < 1 or (gpus is not None and gpus < 0) or cpus_per_point < 1:
         raise MinidsError("--jobs and --cpus-per-point must be >= 1, --gpus >= 0")
     points = grid(parse_list(zetas, float, "zeta"), parse_list(models, str, "model"),
                   parse_list(dictionaries, str, "dictionary"), parse_list(seeds, int, "seeds"))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import h5py
 
+from minids.backend import gpu_count
 from minids.errors import MinidsError
 from minids.interrupt import StopRequest
 from minids.io import write_text_atomically
@@ -198,14 +199,17 @@ def _child_env(threads=None, gpu=None):
     return env
 
 
-def run_local(points, folder, passed, jobs, report, gpus=0, cores=None):
+def run_local(points, folder, passed, jobs, report, gpus=None, cores=None):
     """Run the unfinished points, ``jobs`` at a time; returns ({point: (status, last line)}, signal).
 
-    Each job gets ``cores // jobs`` threads, or one GPU of ``gpus`` each.
+    Each job gets ``cores // jobs`` threads, or one GPU of ``gpus`` each
+    (None: every GPU CuPy sees; 0: the CPU only).
     Ctrl-C or SIGTERM stops every running point at the end of its batch (it
     saves, as one ``minids train`` does) and starts no other; the signal
     number is returned (None when the sweep ran through).
     """
+    if gpus is None:
+        gpus = gpu_count()
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     queue = [p for p in points if status(p, folder) != "done"]
@@ -240,12 +244,13 @@ def run_local(points, folder, passed, jobs, report, gpus=0, cores=None):
     return results, children.signal
 
 
-def run_ray(points, folder, passed, address, report, cpus_per_point=1, gpus_per_point=0):
+def run_ray(points, folder, passed, address, report, cpus_per_point=1, gpus_per_point=None):
     """Run the unfinished points as Ray tasks; returns ({point: (status, last line)}, signal).
 
     Ctrl-C or SIGTERM cancels every task: a queued one never starts, a running
     one passes SIGINT to its ``minids train``, which saves at the end of its
     batch; the sweep waits for those saves before it shuts Ray down.
+    ``gpus_per_point`` None: one GPU per point on a cluster that has GPUs, else none.
     """
     try:
         import ray
@@ -257,6 +262,8 @@ def run_ray(points, folder, passed, address, report, cpus_per_point=1, gpus_per_
     ray.init(address=address, num_cpus=None if address else max(cpus_per_point, os.cpu_count() or 1),
              include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
+        if gpus_per_point is None:
+            gpus_per_point = 1 if ray.cluster_resources().get("GPU", 0) else 0
         task = ray.remote(num_cpus=cpus_per_point, num_gpus=gpus_per_point)(_run_process)
         env = _child_env(threads=None if gpus_per_point else cpus_per_point)
         futures = {task.remote(train_command(point, folder, passed), env): point for point in todo}

@@ -174,3 +174,27 @@ def test_ctrl_c_stops_every_point_cleanly_and_a_rerun_goes_on(tmp_path, engine):
     for path in files:
         with h5py.File(path, "r") as f:
             assert f.attrs["epoch"] == epochs and "partial_epoch" not in f
+
+
+def test_local_jobs_take_one_visible_gpu_each_or_a_share_of_the_cores(tmp_path, monkeypatch):
+    import threading
+
+    from minids import sweep as sweep_module
+    envs, together = [], threading.Barrier(2, timeout=10)
+
+    def run(self, args, env):  # the two jobs' first points run at the same time, as real ones do
+        envs.append(env)
+        if len(envs) <= 2:
+            together.wait()
+        return 0, "done"
+
+    monkeypatch.setattr(sweep_module.Children, "run", run)
+    points = [Point("ds-nin", "odct3", z, 0) for z in (0.0, 1e-5, 1e-4, 1e-3)]
+    monkeypatch.setattr(sweep_module, "gpu_count", lambda: 2)  # CuPy sees two GPUs
+    sweep_module.run_local(points, tmp_path, [], 2, lambda line: None, cores=8)
+    assert sorted(env["CUDA_VISIBLE_DEVICES"] for env in envs[:2]) == ["0", "1"]
+    assert all(env.get("CUDA_VISIBLE_DEVICES") in ("0", "1") for env in envs) and len(envs) == 4
+    envs.clear()
+    together.reset()
+    sweep_module.run_local(points, tmp_path, [], 2, lambda line: None, gpus=0, cores=8)  # --gpus 0
+    assert [env["MINIDS_THREADS"] for env in envs] == ["4"] * 4

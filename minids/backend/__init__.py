@@ -29,6 +29,13 @@ def gpu_available():
         return False
 
 
+def gpu_count():
+    """The number of CUDA devices CuPy sees (0 without CuPy or a device)."""
+    if not gpu_available():
+        return 0
+    return int(_cupy.cuda.runtime.getDeviceCount())
+
+
 def get_module(device):
     """Return the array module (numpy or cupy) for ``device`` in auto|cpu|gpu.
 
