@@ -273,3 +273,24 @@ def test_hand_damaged_weights_are_refused_naming_the_field(tmp_path, one_epoch_f
     else:
         assert evaluated.exit_code == 0, evaluated.output
     assert snapshot(tmp_path) == before
+
+
+def test_full_disk_while_preparing_data_is_one_line_error(tmp_path, monkeypatch):
+    """`minids train` on SVHN when the disk fills while its split is converted:
+    exit 1, one line, no temporary left in prepared/, the sources untouched."""
+    import os
+
+    from data_files import random_split, write_svhn
+    for name, seed in (("train", 1), ("test", 2)):
+        write_svhn(tmp_path / f"{name}_32x32.mat", *random_split(40, (3, 32, 32), seed))
+    before = snapshot(tmp_path)
+
+    def no_space(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    result = invoke("train", "--data", "svhn", "--no-extra", "--data-dir", tmp_path, "--out", tmp_path / "w.h5",
+                    *TINY_ARGS[:2], "--device", "cpu", "--quiet")
+    one_line_error(result, "cannot prepare svhn-train", "No space left on device", "free some space")
+    assert snapshot(tmp_path) == before
+    assert [p.name for p in (tmp_path / "prepared").iterdir()] == [".svhn-train.lock"]
