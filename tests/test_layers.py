@@ -51,6 +51,27 @@ def direct_pool(x, k, stride, ceil_mode, reduce):
     return y
 
 
+def direct_pool_grad(x, dy, k, stride, kind):
+    """Input gradient of a pooling with explicit loops: max sends each output's
+    gradient to the first maximum of its window (row-major), average shares it
+    equally among the window's elements inside the input."""
+    dx = np.zeros_like(x)
+    n, c, h, w = x.shape
+    for a in range(n):
+        for ci in range(c):
+            for i in range(dy.shape[2]):
+                for j in range(dy.shape[3]):
+                    rows = slice(i * stride, min(i * stride + k, h))
+                    cols = slice(j * stride, min(j * stride + k, w))
+                    window = x[a, ci, rows, cols]
+                    if kind == "max":
+                        r, q = np.unravel_index(np.argmax(window), window.shape)
+                        dx[a, ci, rows.start + r, cols.start + q] += dy[a, ci, i, j]
+                    else:
+                        dx[a, ci, rows, cols] += dy[a, ci, i, j] / window.size
+    return dx
+
+
 @pytest.mark.parametrize("c_in,c_out,k,stride,padding,shape", [
     (3, 4, 3, 1, 1, (2, 7, 7)),
     (2, 5, 5, 2, 2, (2, 9, 6)),
@@ -93,14 +114,33 @@ def test_fixed_conv_has_no_weight_gradient_and_keeps_weight(rng):
     (3, 2, True, (7, 9), (3, 4)),
     (3, 2, True, (32, 32), (16, 16)),  # NiN: 32 -> 16 -> 8
     (2, 2, False, (6, 5), (3, 2)),
+    (3, 2, True, (28, 28), (14, 14)),  # NiN on 28x28: 28 -> 14 -> 7
+    (2, 3, False, (8, 7), (3, 2)),     # kernel smaller than the stride: pixels no window reads
+    (3, 1, False, (5, 6), (3, 4)),     # stride 1: a single phase
+    (3, 3, True, (8, 8), (3, 3)),
+    (5, 2, True, (9, 6), (3, 2)),      # taps two phase steps away
 ])
 def test_pools_match_direct_loops(rng, k, stride, ceil_mode, shape, out):
     x = rng.standard_normal((2, 3) + shape)
-    y_max = MaxPool2d(k, stride, ceil_mode).forward(x)
-    y_avg = AvgPool2d(k, stride, ceil_mode).forward(x)
-    assert y_max.shape[2:] == out and y_avg.shape[2:] == out
-    np.testing.assert_allclose(y_max, direct_pool(x, k, stride, ceil_mode, np.max), atol=1e-12)
-    np.testing.assert_allclose(y_avg, direct_pool(x, k, stride, ceil_mode, np.mean), atol=1e-12)
+    for layer, kind, reduce in ((MaxPool2d(k, stride, ceil_mode), "max", np.max),
+                                (AvgPool2d(k, stride, ceil_mode), "avg", np.mean)):
+        y = layer.forward(x)
+        assert y.shape[2:] == out
+        np.testing.assert_allclose(y, direct_pool(x, k, stride, ceil_mode, reduce), atol=1e-12)
+        dy = rng.standard_normal(y.shape)
+        np.testing.assert_allclose(layer.backward(dy), direct_pool_grad(x, dy, k, stride, kind), atol=1e-12)
+
+
+def test_maxpool_ties_and_minus_infinity_follow_the_first_maximum():
+    # ReLU output: whole windows of zeros, and inputs at -inf (the planes' padding value)
+    x = np.zeros((1, 2, 7, 7))
+    x[0, 1] = -np.inf
+    x[0, 1, 6, 6] = -1.0
+    pool = MaxPool2d(3, 2, ceil_mode=True)
+    y = pool.forward(x)
+    dy = np.arange(1.0, 1.0 + y.size).reshape(y.shape)
+    np.testing.assert_array_equal(y, direct_pool(x, 3, 2, True, np.max))
+    np.testing.assert_array_equal(pool.backward(dy), direct_pool_grad(x, dy, 3, 2, "max"))
 
 
 def test_nin_pools_halve_16_to_8():
