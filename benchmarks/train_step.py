@@ -20,13 +20,18 @@ both alike. Reported per configuration, as medians over the repeats:
   steps, the high-water mark being reset after setup (``/proc/self/clear_refs``);
   ``step_mb``: that peak minus the resident memory before the first step
   (model, data and libraries excluded);
-* ``gemm_frac``: (GEMM FLOPs of one step per image × images/s) ÷ the float32
-  GEMM rate NumPy reaches on this machine (2048³, best of 3), measured in the
-  same worker just before the model is built, so that both see the same load
-  (the rate printed first, measured once, is for reference). A step's
-  GEMM FLOPs are the forward FLOPs of every convolution
-  (:func:`minids.flops.model_flops`), plus the weight gradient of every
-  trainable one, plus the input gradient of every one but the first.
+* ``gemm_frac``: (GEMM FLOPs of the *trainable* convolutions in one step per
+  image × images/s) ÷ the float32 GEMM rate NumPy reaches on this machine
+  (2048³, best of 3), measured in the same worker just before the model is
+  built, so that both see the same load (the rate printed first, measured
+  once, is for reference). Those GEMMs are the forward of every trainable
+  convolution, its weight gradient, and its input gradient unless it is the
+  network's first layer (:func:`trainable_gemm_flops`): work that every
+  framework does as dense GEMMs, whatever it does with the fixed dictionaries.
+  So ``gemm_frac`` is the share of a step that no fixed-convolution trick can
+  remove, and ``1 / gemm_frac`` of a framework is the most any other can be
+  faster than it at this GEMM rate: the ``bound`` printed under the ratios
+  (``ratio_bound_torch`` in the JSON; docs/performance.md).
 
 Frameworks: ``minids`` times forward, loss, backward and update on one fixed
 batch (as ``torch`` does); ``trainer`` times what ``minids train`` runs per
@@ -263,18 +268,18 @@ def gemm_rate(threads, size=2048, repeats=5):
     return float(out.stdout.strip())
 
 
-def step_gemm_flops(model_name, shape):
-    """GEMM FLOPs of one training step per image (see the module docstring)."""
+def trainable_gemm_flops(model_name, shape):
+    """GEMM FLOPs per image of one training step's trainable convolutions (module docstring)."""
     from minids.flops import model_flops
     from minids.models import build_model
 
     model = build_model(model_name, in_channels=shape[0])
     flops = model_flops(model, shape)["layers"]
     convs = model.conv_layers()
-    forward = sum(flops[name] for name, _ in convs)
-    weight_grad = sum(flops[name] for name, layer in convs if not layer.fixed)
-    input_grad = sum(flops[name] for name, _ in convs[1:])
-    return forward + weight_grad + input_grad
+    trainable = [(i, name) for i, (name, layer) in enumerate(convs) if not layer.fixed]
+    forward_and_weight_grad = sum(2 * flops[name] for _, name in trainable)
+    input_grad = sum(flops[name] for i, name in trainable if i > 0)
+    return forward_and_weight_grad + input_grad
 
 
 def _env(threads, extra):
@@ -381,8 +386,8 @@ def main(argv=None):
 
     rows = []
     for cfg in configs:
-        flops = step_gemm_flops(cfg["model"], cfg["shape"])
-        row = dict(cfg, shape="x".join(map(str, cfg["shape"])), step_gemm_flops_per_image=flops)
+        flops = trainable_gemm_flops(cfg["model"], cfg["shape"])
+        row = dict(cfg, shape="x".join(map(str, cfg["shape"])), trainable_gemm_flops_per_image=flops)
         for framework in frameworks:
             runs = samples.get((cfg["device"], cfg["shape"], cfg["model"], cfg["allocator"], framework))
             if not runs:
@@ -398,6 +403,8 @@ def main(argv=None):
                 row[f"ratio_{other}"] = {k: row["minids"][k] / row[other][k]
                                          for k in ("train", "infer", "peak_mb", "step_mb", "device_mb")
                                          if row["minids"][k] and row[other][k]}
+        if "torch" in row and row["torch"]["gemm_frac"]:
+            row["ratio_bound_torch"] = 1 / row["torch"]["gemm_frac"]
         rows.append(row)
 
     header = (f"{'device':6s} {'shape':8s} {'model':6s} {'alloc':7s} | {'fw':7s} {'train/s':>8s} "
@@ -421,6 +428,9 @@ def main(argv=None):
                 print(f"{lead} | {label:7s} {_fmt(r.get('train'), '8.2f')} {_fmt(r.get('infer'), '8.2f')} "
                       f"{_fmt(r.get('peak_mb'), '8.2f')} {_fmt(r.get('step_mb'), '8.2f')} "
                       f"{_fmt(r.get('device_mb'), '8.2f')}")
+        if row.get("ratio_bound_torch"):
+            print(f"{lead} | {'bound':7s} {row['ratio_bound_torch']:8.2f}   "
+                  "(torch's step ÷ its trainable GEMMs at NumPy's rate)")
     if args.json:
         meta = {"gemm_flops_per_s": rate, "threads": args.threads, "batch": args.batch,
                 "steps": args.steps, "repeats": args.repeats, "machine": platform.machine(),

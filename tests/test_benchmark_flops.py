@@ -1,0 +1,35 @@
+"""The GEMM count behind the benchmark's GEMM% and bound columns (benchmarks/train_step.py)."""
+
+import importlib.util
+import os
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def train_step_script():
+    path = os.path.join(HERE, os.pardir, "benchmarks", "train_step.py")
+    spec = importlib.util.spec_from_file_location("benchmark_train_step", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ds_nin_counts_only_its_coefficient_layers_three_times(train_step_script):
+    # DS-NiN's trainable convolutions are its six 1x1 layers (c_in -> c_out at H x W);
+    # none is the first layer, so each runs forward, weight gradient and input gradient
+    layers = [(192, 160, 32), (160, 96, 32), (192, 192, 16), (192, 192, 16), (192, 192, 8), (192, 10, 8)]
+    forward = sum(2 * c_in * c_out * size * size for c_in, c_out, size in layers)
+    assert train_step_script.trainable_gemm_flops("ds-nin", (3, 32, 32)) == 3 * forward
+
+
+def test_nin_first_layer_has_no_input_gradient(train_step_script):
+    # NiN on 1x28x28 (pools 28 -> 14 -> 7): (c_in, c_out, k, output size) of its nine convolutions
+    layers = [(1, 192, 5, 28), (192, 160, 1, 28), (160, 96, 1, 28),
+              (96, 192, 5, 14), (192, 192, 1, 14), (192, 192, 1, 14),
+              (192, 192, 3, 7), (192, 192, 1, 7), (192, 10, 1, 7)]
+    forward = [2 * c_in * k * k * c_out * size * size for c_in, c_out, k, size in layers]
+    # all trainable: forward and weight gradient each, input gradient for all but conv1
+    assert train_step_script.trainable_gemm_flops("nin", (1, 28, 28)) == 3 * sum(forward) - forward[0]
