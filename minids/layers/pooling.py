@@ -4,6 +4,19 @@ Ceil mode follows Caffe/Torch7/PyTorch: the output is
 ``ceil((H - k) / stride) + 1`` long, minus one if the last window would start
 past the input. Windows that run past the edge see only the elements inside:
 max ignores the outside, average divides by the number of elements inside.
+
+How the taps are read (docs/performance.md, "Pooling"). NumPy streams a
+strided view whose rows are short (a tap's view of a (C, N, H, W) batch:
+rows of W_out elements, stride ``stride``) several times slower than one long
+contiguous run. So the input, padded past its edge (with −∞ for max, 0 for
+average) to (PH·s) × (PW·s), PH = H_out + d + 1, PW = W_out + d,
+d = (k − 1) // s, is split once into its stride phases: plane (a, b) holds
+the pixels (a + s·r, b + s·c), all C·N planes of a phase flattened into one
+run. Tap (i, j) of every output in the batch is then one contiguous slice of
+phase (i mod s, j mod s), shifted by (i // s)·PW + j // s. The outputs are
+computed on the PH × PW grid ("wide"); those past H_out × W_out read across a
+plane's edge and are dropped. Backward gathers the input gradient in the
+same planes and interleaves them once.
 """
 
 import math
@@ -59,34 +72,94 @@ class _Pool2d(Layer):
         return (pool_output_size(h, self.k, self.stride, self.ceil_mode),
                 pool_output_size(w, self.k, self.stride, self.ceil_mode))
 
-    def _windows(self, h, w, h_out, w_out):
-        """Yield (tap index, output slices, input slices) for every kernel tap.
-
-        Tap (i, j) of output (r, c) reads input (i + s·r, j + s·c); the output
-        slices cover the windows whose tap lies inside the input (a ceil-mode
-        edge window runs past it), the input slices the pixels they read.
-        """
+    def _plan(self, h_out, w_out):
+        """(PH, PW, taps): the phase planes' size and, per kernel tap (i, j) in
+        row-major order, (index i·k + j, phase (i mod s, j mod s), offset
+        (i // s)·PW + j // s of its slice in the flattened planes)."""
         s = self.stride
-        for i in range(self.k):
-            rows = min(h_out, (h - i + s - 1) // s)
-            for j in range(self.k):
-                cols = min(w_out, (w - j + s - 1) // s)
-                yield (i * self.k + j, (slice(0, rows), slice(0, cols)),
-                       (slice(i, i + s * (rows - 1) + 1, s), slice(j, j + s * (cols - 1) + 1, s)))
+        d = (self.k - 1) // s
+        plane_w = w_out + d
+        taps = [(i * self.k + j, (i % s, j % s), (i // s) * plane_w + j // s)
+                for i in range(self.k) for j in range(self.k)]
+        return h_out + d + 1, plane_w, taps
 
-    def _spread(self, x_shape, out_hw, dy, term):
-        """The input gradient, an (N, C, H, W) view: for every tap, ``term(index,
-        channels, rows, cols)`` — the gradient that tap ``index`` sends from the
-        output positions ``rows, cols`` of the channel slice — added at the
-        input pixels the tap reads."""
+    def _phase_planes(self, xc, plan, fill):
+        """{phase: flat plane run} of the channel-major input ``xc`` (C, N, H, W):
+        C·N·PH·PW elements (the padded input's pixels of that phase, ``fill``
+        past the input) plus a tail that the last taps' slices run into."""
+        xp = get_array_module(xc)
+        plane_h, plane_w, taps = plan
+        s = self.stride
+        c, n, h, w = xc.shape
+        padded = xp.empty((c, n, plane_h * s, plane_w * s), dtype=xc.dtype)
+        size = c * n * plane_h * plane_w
+        tail = max(offset for _, _, offset in taps)
+        planes = {phase: xp.empty(size + tail, dtype=xc.dtype)
+                  for phase in sorted({phase for _, phase, _ in taps})}
+
+        # in floor mode the last rows or columns may lie past every window: left out
+        h, w = min(h, padded.shape[2]), min(w, padded.shape[3])
+
+        def split(lo, hi):
+            padded[lo:hi, :, :h, :w] = xc[lo:hi, :, :h, :w]
+            padded[lo:hi, :, h:] = fill
+            padded[lo:hi, :, :h, w:] = fill
+            for (a, b), plane in planes.items():
+                plane[:size].reshape(c, n, plane_h, plane_w)[lo:hi] = padded[lo:hi, :, a::s, b::s]
+
+        threads.for_blocks(xp, c, padded.size, split)
+        for plane in planes.values():
+            plane[size:] = fill
+        return planes
+
+    def _wide(self, dy, plan):
+        """The output gradient (N, C, H_out, W_out) on the wide grid, zero past the
+        outputs: flat (C·N·PH·PW,)."""
         xp = get_array_module(dy)
+        n, c, h_out, w_out = dy.shape
+        plane_h, plane_w, _ = plan
+        wide = xp.zeros((c, n, plane_h, plane_w), dtype=dy.dtype)
+        wide[:, :, :h_out, :w_out] = swap_nc(dy)
+        return wide.reshape(-1)
+
+    def _narrow(self, wide, plan, c, n, h_out, w_out):
+        """The outputs (N, C, H_out, W_out), channel-major, from a flat wide result."""
+        xp = get_array_module(wide)
+        plane_h, plane_w, _ = plan
+        grid = wide.reshape(c, n, plane_h, plane_w)
+        return swap_nc(xp.ascontiguousarray(grid[:, :, :h_out, :w_out]))
+
+    def _spread(self, x_shape, plan, term):
+        """The input gradient, an (N, C, H, W) view: for every tap,
+        ``term(index, start, stop)`` — the gradient that tap ``index`` sends from
+        the wide outputs [start, stop) — added at the plane positions the tap
+        read, then the planes interleaved into the input's pixels."""
         n, c, h, w = x_shape
-        dx = xp.zeros((c, n, h, w), dtype=dy.dtype)
-        windows = list(self._windows(h, w, *out_hw))
+        plane_h, plane_w, taps = plan
+        s = self.stride
+        per_channel = n * plane_h * plane_w
+        probe = term(0, 0, 1)
+        xp, dtype = get_array_module(probe), probe.dtype
+        planes = {phase: xp.zeros(c * per_channel, dtype=dtype)
+                  for phase in sorted({phase for _, phase, _ in taps})}
+        # the pixels each phase plane holds; those of no plane (no window reads them) get 0
+        extents = {(a, b): (min(len(range(a, h, s)), plane_h), min(len(range(b, w, s)), plane_w))
+                   for a, b in planes}
+        covered = len(planes) == s * s and all(
+            extents[a, b] == (len(range(a, h, s)), len(range(b, w, s))) for a, b in planes)
+        dx = (xp.empty if covered else xp.zeros)((c, n, h, w), dtype=dtype)
 
         def add(lo, hi):
-            for index, (rows, cols), (in_rows, in_cols) in windows:
-                dx[lo:hi, :, in_rows, in_cols] += term(index, slice(lo, hi), rows, cols)
+            start, stop = lo * per_channel, hi * per_channel
+            for index, phase, offset in taps:
+                # the slice stays inside this block's channels: the outputs whose
+                # reads would cross into the next block are past the wide grid's
+                # last real row, and their gradient is zero
+                planes[phase][start + offset:stop] += term(index, start, stop - offset)
+            for (a, b), plane in planes.items():
+                rows, cols = extents[a, b]
+                grid = plane.reshape(c, n, plane_h, plane_w)
+                dx[lo:hi, :, a::s, b::s][:, :, :rows, :cols] = grid[lo:hi, :, :rows, :cols]
 
         threads.for_blocks(xp, c, dx.size, add)
         return swap_nc(dx)
@@ -106,33 +179,42 @@ class MaxPool2d(_Pool2d):
         xp = get_array_module(x)
         h_out, w_out = self._geometry(x)
         xc = swap_nc(x)
-        c, n, h, w = xc.shape
-        y = xp.empty((c, n, h_out, w_out), dtype=x.dtype)
-        argmax = xp.zeros((c, n, h_out, w_out), dtype=xp.uint8)
-        windows = list(self._windows(h, w, h_out, w_out))
+        c, n = xc.shape[:2]
+        plan = self._plan(h_out, w_out)
+        planes = self._phase_planes(xc, plan, -xp.inf)
+        size = c * n * plan[0] * plan[1]
+        y = xp.empty(size, dtype=x.dtype)
+        argmax = xp.zeros(size, dtype=xp.uint8)
+        improved = xp.empty(size, dtype=xp.bool_)
+        tagged = xp.empty(size, dtype=xp.uint8)
+        per_channel = size // c
 
         def pool(lo, hi):
-            for index, (rows, cols), (in_rows, in_cols) in windows:
-                window = xc[lo:hi, :, in_rows, in_cols]
+            start, stop = lo * per_channel, hi * per_channel
+            best, arg = y[start:stop], argmax[start:stop]
+            better, tag = improved[start:stop], tagged[start:stop]
+            for index, phase, offset in plan[2]:
+                window = planes[phase][start + offset:stop + offset]
                 if index == 0:  # tap (0, 0) lies inside every window
-                    y[lo:hi] = window
+                    best[...] = window
                     continue
-                best, arg = y[lo:hi, :, rows, cols], argmax[lo:hi, :, rows, cols]
                 # taps come in increasing index order, so the last strict improvement
                 # is the largest index that improved: a max, no masked assignment
-                xp.maximum(arg, (window > best).astype(xp.uint8) * xp.uint8(index), out=arg)
+                xp.greater(window, best, out=better)
+                xp.multiply(better.view(xp.uint8), xp.uint8(index), out=tag)
+                xp.maximum(arg, tag, out=arg)
                 xp.maximum(best, window, out=best)
 
-        threads.for_blocks(xp, c, x.size, pool)
-        self._cache = (x.shape, argmax)
-        return swap_nc(y)
+        threads.for_blocks(xp, c, size, pool)
+        self._cache = (x.shape, plan, argmax)
+        return self._narrow(y, plan, c, n, h_out, w_out)
 
     def backward(self, dy):
-        x_shape, argmax = self._cache
+        x_shape, plan, argmax = self._cache
         self._cache = None
-        dyc = swap_nc(dy)
-        return self._spread(x_shape, argmax.shape[2:], dy, lambda index, ch, rows, cols: (
-            dyc[ch, :, rows, cols] * (argmax[ch, :, rows, cols] == index)))
+        dy_wide = self._wide(dy, plan)
+        return self._spread(x_shape, plan, lambda index, start, stop: (
+            dy_wide[start:stop] * (argmax[start:stop] == index)))
 
 
 class AvgPool2d(_Pool2d):
@@ -149,34 +231,47 @@ class AvgPool2d(_Pool2d):
         starts = xp.arange(out) * self.stride
         return (xp.minimum(starts + self.k, size) - starts).astype(dtype)
 
+    def _wide_counts(self, xp, h, w, plan, h_out, w_out, dtype):
+        """Elements inside each window on the wide grid (1 past the outputs), (PH·PW,)."""
+        plane_h, plane_w, _ = plan
+        counts = xp.ones((plane_h, plane_w), dtype=dtype)
+        counts[:h_out, :w_out] = (self._counts(xp, h, h_out, dtype)[:, None]
+                                  * self._counts(xp, w, w_out, dtype)[None, :])
+        return counts.reshape(-1)
+
     def forward(self, x, train=True):
         xp = get_array_module(x)
         h_out, w_out = self._geometry(x)
         xc = swap_nc(x)
         c, n, h, w = xc.shape
-        y = xp.empty((c, n, h_out, w_out), dtype=x.dtype)
-        counts = (self._counts(xp, h, h_out, x.dtype)[:, None]
-                  * self._counts(xp, w, w_out, x.dtype)[None, :])
-        windows = list(self._windows(h, w, h_out, w_out))
+        plan = self._plan(h_out, w_out)
+        planes = self._phase_planes(xc, plan, 0)
+        counts = self._wide_counts(xp, h, w, plan, h_out, w_out, x.dtype)
+        size = c * n * counts.size
+        y = xp.empty(size, dtype=x.dtype)
+        per_channel = size // c
 
         def pool(lo, hi):
-            for index, (rows, cols), (in_rows, in_cols) in windows:
-                if index == 0:  # tap (0, 0) lies inside every window
-                    y[lo:hi] = xc[lo:hi, :, in_rows, in_cols]
+            start, stop = lo * per_channel, hi * per_channel
+            total = y[start:stop]
+            for index, phase, offset in plan[2]:
+                window = planes[phase][start + offset:stop + offset]
+                if index == 0:
+                    total[...] = window
                 else:
-                    y[lo:hi, :, rows, cols] += xc[lo:hi, :, in_rows, in_cols]
-            y[lo:hi] /= counts
+                    total += window
+            total.reshape(hi - lo, n, -1)[...] /= counts
 
-        threads.for_blocks(xp, c, x.size, pool)
-        self._cache = (x.shape, counts)
-        return swap_nc(y)
+        threads.for_blocks(xp, c, size, pool)
+        self._cache = (x.shape, plan, counts)
+        return self._narrow(y, plan, c, n, h_out, w_out)
 
     def backward(self, dy):
-        x_shape, counts = self._cache
+        x_shape, plan, counts = self._cache
         self._cache = None
-        share = swap_nc(dy) / counts
-        return self._spread(x_shape, counts.shape, dy,
-                            lambda index, ch, rows, cols: share[ch, :, rows, cols])
+        share = self._wide(dy, plan)
+        share.reshape(-1, counts.size)[...] /= counts
+        return self._spread(x_shape, plan, lambda index, start, stop: share[start:stop])
 
 
 class GlobalAvgPool(Layer):
