@@ -129,17 +129,17 @@ class _Pool2d(Layer):
         grid = wide.reshape(c, n, plane_h, plane_w)
         return swap_nc(xp.ascontiguousarray(grid[:, :, :h_out, :w_out]))
 
-    def _spread(self, x_shape, plan, term):
-        """The input gradient, an (N, C, H, W) view: for every tap,
-        ``term(index, start, stop)`` — the gradient that tap ``index`` sends from
-        the wide outputs [start, stop) — added at the plane positions the tap
-        read, then the planes interleaved into the input's pixels."""
+    def _spread(self, x_shape, plan, dy_wide, term):
+        """The input gradient, an (N, C, H, W) view, from the wide output gradient
+        ``dy_wide`` (:meth:`_wide`): for every tap, ``term(index, start, stop)`` —
+        the gradient that tap ``index`` sends from the wide outputs [start, stop)
+        — added at the plane positions the tap read, then the planes
+        interleaved into the input's pixels."""
         n, c, h, w = x_shape
         plane_h, plane_w, taps = plan
         s = self.stride
         per_channel = n * plane_h * plane_w
-        probe = term(0, 0, 1)
-        xp, dtype = get_array_module(probe), probe.dtype
+        xp, dtype = get_array_module(dy_wide), dy_wide.dtype
         planes = {phase: xp.zeros(c * per_channel, dtype=dtype)
                   for phase in sorted({phase for _, phase, _ in taps})}
         # the pixels each phase plane holds; those of no plane (no window reads them) get 0
@@ -213,7 +213,7 @@ class MaxPool2d(_Pool2d):
         x_shape, plan, argmax = self._cache
         self._cache = None
         dy_wide = self._wide(dy, plan)
-        return self._spread(x_shape, plan, lambda index, start, stop: (
+        return self._spread(x_shape, plan, dy_wide, lambda index, start, stop: (
             dy_wide[start:stop] * (argmax[start:stop] == index)))
 
 
@@ -271,7 +271,7 @@ class AvgPool2d(_Pool2d):
         self._cache = None
         share = self._wide(dy, plan)
         share.reshape(-1, counts.size)[...] /= counts
-        return self._spread(x_shape, plan, lambda index, start, stop: share[start:stop])
+        return self._spread(x_shape, plan, share, lambda index, start, stop: share[start:stop])
 
 
 class GlobalAvgPool(Layer):
