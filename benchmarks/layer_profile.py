@@ -124,9 +124,13 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--dropout", type=float, default=0.5,
-                        help="both dropout layers (train_step.py's models use 0.5)")
+    parser.add_argument("--dropout", type=float,
+                        help="both dropout layers [default: the model's `minids train` default, "
+                             "as in train_step.py]")
     args = parser.parse_args(argv)
+    if args.dropout is None:
+        from minids.run_options import DEFAULT_DROPOUT_OF
+        args.dropout = DEFAULT_DROPOUT_OF[args.model]
     _set_threads(args.threads)  # before NumPy and PyTorch load their thread pools
     shape = tuple(int(v) for v in args.shape.split("x"))
     layers, step = profile_minids(args, shape)

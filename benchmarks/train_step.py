@@ -3,6 +3,7 @@
     python benchmarks/train_step.py [--json PATH] [--repeats R] [--steps S]
         [--models nin,ds-nin] [--shapes 3x32x32,1x28x28] [--batch 128]
         [--frameworks minids,trainer,torch] [--allocators default,tuned] [--devices cpu,gpu]
+        [--dropout P]
 
 Every measurement runs in a fresh subprocess (``--worker``), so its peak
 memory is its own; within one repeat the frameworks alternate (minids, torch,
@@ -44,6 +45,12 @@ MALLOC_TRIM_THRESHOLD_=100000000000`` so that large temporaries are reused
 instead of being mapped, faulted in and unmapped every step. minids sets
 the same thresholds itself at start-up (:mod:`minids.allocator`), unless
 ``MINIDS_MALLOC=default``, so its ``default`` row is what a user gets.
+
+The models are built with the dropout ``minids train`` uses for each
+(``--dropout``, default: 0 for DS-NiN, 0.5 for NiN; docs/training.md), so
+the step measured is the step a user trains; a dropout layer with p = 0 is
+skipped by both frameworks. Results up to the "Dropout" section of
+docs/performance.md were measured with 0.5 for both models.
 
 Both frameworks use the same number of threads (``--threads``, default: all
 cores) and float32. PyTorch (``pip install torch==2.13.0``) is optional: without
@@ -143,7 +150,8 @@ def _minids_runner(cfg):
     xp = get_module(cfg["device"])
     device_peak = _track_device_peak(xp)
     c, h, w = cfg["shape"]
-    model = build_model(cfg["model"], in_channels=c, num_classes=10, seed=0).to(xp)
+    model = build_model(cfg["model"], in_channels=c, num_classes=10, seed=0,
+                        dropout=cfg["dropout"]).to(xp)
     model.needs_input_grad = False
     rng = np.random.default_rng(0)
     loss = SoftmaxNLL()
@@ -194,7 +202,8 @@ def _torch_runner(cfg):
     torch.set_num_threads(cfg["threads"])
     device = "cuda" if cfg["device"] == "gpu" else "cpu"
     c, h, w = cfg["shape"]
-    model = to_torch(build_model(cfg["model"], in_channels=c, num_classes=10, seed=0)).to(device)
+    model = to_torch(build_model(cfg["model"], in_channels=c, num_classes=10, seed=0,
+                                 dropout=cfg["dropout"])).to(device)
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.standard_normal((cfg["batch"], c, h, w), dtype=np.float32)).to(device)
     y = torch.from_numpy(rng.integers(0, 10, cfg["batch"])).to(device)
@@ -349,18 +358,23 @@ def main(argv=None):
     parser.add_argument("--baseline", metavar="DIR",
                         help="also measure the minids package found in DIR (e.g. an older "
                              "checkout: DIR/minids), as framework 'baseline'")
+    parser.add_argument("--dropout", type=float,
+                        help="both dropout layers of every model [default: each model's "
+                             "`minids train` default]")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(json.loads(args.worker))
         return
+    from minids.run_options import DEFAULT_DROPOUT_OF
 
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     devices = ["cpu", "gpu"] if args.devices == "auto" else args.devices.split(",")
     frameworks = _available_frameworks(args.frameworks.split(","))
     if args.baseline:
         frameworks.append("baseline")
-    configs = [dict(model=m, shape=s, allocator=a, device=d)
+    configs = [dict(model=m, shape=s, allocator=a, device=d,
+                    dropout=DEFAULT_DROPOUT_OF[m] if args.dropout is None else args.dropout)
                for d in devices for s in shapes for m in args.models.split(",")
                for a in args.allocators.split(",")]
     configs = [c for c in configs if any(_device_ok(f, c["device"]) for f in frameworks)]
@@ -433,7 +447,9 @@ def main(argv=None):
                   "(torch's step ÷ its trainable GEMMs at NumPy's rate)")
     if args.json:
         meta = {"gemm_flops_per_s": rate, "threads": args.threads, "batch": args.batch,
-                "steps": args.steps, "repeats": args.repeats, "machine": platform.machine(),
+                "steps": args.steps, "repeats": args.repeats,
+                "dropout": {m: DEFAULT_DROPOUT_OF[m] if args.dropout is None else args.dropout
+                            for m in args.models.split(",")}, "machine": platform.machine(),
                 "processor": _cpu_name(), "python": platform.python_version(),
                 "loadavg_at_end": os.getloadavg(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         with open(args.json, "w") as out:
