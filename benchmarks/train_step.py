@@ -368,14 +368,15 @@ def main(argv=None):
         return
     from minids.run_options import DEFAULT_DROPOUT_OF
 
+    models = args.models.split(",")
+    dropout_of = {m: DEFAULT_DROPOUT_OF[m] if args.dropout is None else args.dropout for m in models}
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     devices = ["cpu", "gpu"] if args.devices == "auto" else args.devices.split(",")
     frameworks = _available_frameworks(args.frameworks.split(","))
     if args.baseline:
         frameworks.append("baseline")
-    configs = [dict(model=m, shape=s, allocator=a, device=d,
-                    dropout=DEFAULT_DROPOUT_OF[m] if args.dropout is None else args.dropout)
-               for d in devices for s in shapes for m in args.models.split(",")
+    configs = [dict(model=m, shape=s, allocator=a, device=d, dropout=dropout_of[m])
+               for d in devices for s in shapes for m in models
                for a in args.allocators.split(",")]
     configs = [c for c in configs if any(_device_ok(f, c["device"]) for f in frameworks)]
     rate = gemm_rate(args.threads)
@@ -448,8 +449,7 @@ def main(argv=None):
     if args.json:
         meta = {"gemm_flops_per_s": rate, "threads": args.threads, "batch": args.batch,
                 "steps": args.steps, "repeats": args.repeats,
-                "dropout": {m: DEFAULT_DROPOUT_OF[m] if args.dropout is None else args.dropout
-                            for m in args.models.split(",")}, "machine": platform.machine(),
+                "dropout": dropout_of, "machine": platform.machine(),
                 "processor": _cpu_name(), "python": platform.python_version(),
                 "loadavg_at_end": os.getloadavg(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         with open(args.json, "w") as out:
