@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import minids.layers.activation as activation
 import minids.layers.conv as conv_module
 from minids.backend import threads
 from minids.layers import Conv2d, FixedConv2d, MaxPool2d, ReLU, Sequential
@@ -146,6 +147,24 @@ def test_sequential_in_place_relus_match_standalone_layers(rng):
     for _, layer in reversed(layers):
         g = layer.backward(g)
     np.testing.assert_array_equal(g, dx)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 18])
+def test_in_place_relu_in_cache_chunks(rng, monkeypatch, chunk):
+    """The in-place forward walks the array in chunks that need not divide it
+    or the threads' blocks: values and mask match max(x, 0) and x > 0, for x
+    and −x (so an element left out shows, whatever its sign)."""
+    monkeypatch.setattr(activation, "CACHE_BLOCK_ELEMENTS", chunk)
+    monkeypatch.setattr(threads, "MIN_BLOCK_ELEMENTS", 16)  # several threads' blocks, where cores allow
+    base = rng.standard_normal((3, 5, 4, 3))  # (N, C, H, W)
+    for x_nc in (base, -base):
+        x = x_nc.transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)  # channel-major storage
+        relu = ReLU()
+        y = relu.forward(x, inplace=True)
+        assert y is x
+        np.testing.assert_array_equal(y, np.where(x_nc > 0, x_nc, 0.0))
+        dy = rng.standard_normal(x.shape)
+        np.testing.assert_array_equal(relu.backward(dy), dy * (x_nc > 0))
 
 
 def test_trailing_relu_leaves_the_callers_gradient_alone(rng):

@@ -1,9 +1,15 @@
 """Element-wise activations."""
 
+import numpy as np
+
 from minids.backend import get_array_module
 from minids.backend import threads
 from minids.layers.base import Layer, swap_nc
 from minids.layers.cases import Case, away_from_zero
+
+#: elements per chunk of the in-place forward on NumPy (1 MiB of float32): the
+#: mask is computed from the clipped values while they are still in the core's cache
+CACHE_BLOCK_ELEMENTS = 1 << 18
 
 
 class ReLU(Layer):
@@ -25,11 +31,16 @@ class ReLU(Layer):
             xc = swap_nc(x)
             mask = self.scratch("mask", xc.shape, xp.bool_, xp)
 
-            def relu(lo, hi):
-                xp.maximum(xc[lo:hi], 0, out=xc[lo:hi])
-                xp.greater(xc[lo:hi], 0, out=mask[lo:hi])
+            flat, flat_mask = xc.reshape(-1), mask.reshape(-1)
+            chunk = CACHE_BLOCK_ELEMENTS if xp is np else flat.size
 
-            threads.for_blocks(xp, xc.shape[0], xc.size, relu)
+            def relu(lo, hi):
+                for start in range(lo, hi, chunk):
+                    stop = min(start + chunk, hi)
+                    xp.maximum(flat[start:stop], 0, out=flat[start:stop])
+                    xp.greater(flat[start:stop], 0, out=flat_mask[start:stop])
+
+            threads.for_blocks(xp, flat.size, flat.size, relu)
             self._positive = swap_nc(mask)
             return x
         y = xp.maximum(x, 0, out=x if inplace else None)
