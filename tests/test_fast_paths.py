@@ -167,6 +167,18 @@ def test_in_place_relu_in_cache_chunks(rng, monkeypatch, chunk):
         np.testing.assert_array_equal(relu.backward(dy), dy * (x_nc > 0))
 
 
+@pytest.mark.parametrize("inplace", [True, False])
+def test_relu_evaluation_keeps_no_mask(rng, inplace):
+    x_nc = rng.standard_normal((3, 5, 4, 3))
+    x = x_nc.transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)
+    relu = ReLU()
+    y = relu.forward(x, train=False, inplace=inplace)
+    np.testing.assert_array_equal(y, np.where(x_nc > 0, x_nc, 0.0))
+    assert (y is x) == inplace
+    with pytest.raises(ValueError, match="train=True"):
+        relu.backward(np.ones_like(x))
+
+
 def test_trailing_relu_leaves_the_callers_gradient_alone(rng):
     net = Sequential([Conv2d(2, 3, 1, dtype=np.float64, rng=rng), ReLU()])
     assert net._inplace_relus() == set()

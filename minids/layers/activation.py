@@ -18,7 +18,8 @@ class ReLU(Layer):
     ``inplace=True`` (used by :class:`~minids.layers.Sequential` where no one
     else holds the array) overwrites ``x`` in forward and ``dy`` in backward
     instead of allocating new arrays, and keeps the mask in a reused block;
-    the results are the same.
+    the results are the same. Evaluation (``train=False``) keeps no mask, so
+    backward then raises.
     """
 
     @classmethod
@@ -29,27 +30,30 @@ class ReLU(Layer):
         xp = get_array_module(x)
         if inplace and x.ndim == 4 and swap_nc(x).flags.c_contiguous:
             xc = swap_nc(x)
-            mask = self.scratch("mask", xc.shape, xp.bool_, xp)
-
-            flat, flat_mask = xc.reshape(-1), mask.reshape(-1)
+            flat = xc.reshape(-1)
+            # evaluation needs no mask: one pass
+            mask = self.scratch("mask", flat.shape, xp.bool_, xp) if train else None
             chunk = CACHE_BLOCK_ELEMENTS if xp is np else flat.size
 
             def relu(lo, hi):
                 for start in range(lo, hi, chunk):
                     stop = min(start + chunk, hi)
                     xp.maximum(flat[start:stop], 0, out=flat[start:stop])
-                    xp.greater(flat[start:stop], 0, out=flat_mask[start:stop])
+                    if mask is not None:
+                        xp.greater(flat[start:stop], 0, out=mask[start:stop])
 
             threads.for_blocks(xp, flat.size, flat.size, relu)
-            self._positive = swap_nc(mask)
+            self._positive = None if mask is None else swap_nc(mask.reshape(xc.shape))
             return x
         y = xp.maximum(x, 0, out=x if inplace else None)
-        self._positive = y > 0
+        self._positive = y > 0 if train else None
         return y
 
     def backward(self, dy, inplace=False):
         xp = get_array_module(dy)
         mask, self._positive = self._positive, None
+        if mask is None:
+            raise ValueError("ReLU: backward needs a forward pass with train=True first")
         if inplace and dy.ndim == 4 and swap_nc(dy).flags.c_contiguous and mask.shape == dy.shape:
             dyc, maskc = swap_nc(dy), swap_nc(mask)
             threads.for_blocks(xp, dyc.shape[0], dyc.size,
