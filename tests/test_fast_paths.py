@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-import minids.layers.activation as activation
 import minids.layers.conv as conv_module
 from minids.backend import threads
 from minids.layers import Conv2d, FixedConv2d, MaxPool2d, ReLU, Sequential
@@ -149,12 +148,12 @@ def test_sequential_in_place_relus_match_standalone_layers(rng):
     np.testing.assert_array_equal(g, dx)
 
 
-@pytest.mark.parametrize("chunk", [7, 64, 1 << 18])
-def test_in_place_relu_in_cache_chunks(rng, monkeypatch, chunk):
+@pytest.mark.parametrize("chunk_bytes", [7 * 9, 64 * 9, 1 << 20])
+def test_in_place_relu_in_cache_chunks(rng, monkeypatch, chunk_bytes):
     """The in-place forward walks the array in chunks that need not divide it
     or the threads' blocks: values and mask match max(x, 0) and x > 0, for x
     and −x (so an element left out shows, whatever its sign)."""
-    monkeypatch.setattr(activation, "CACHE_BLOCK_ELEMENTS", chunk)
+    monkeypatch.setattr(threads, "CACHE_CHUNK_BYTES", chunk_bytes)  # float64 + mask: 9 bytes
     monkeypatch.setattr(threads, "MIN_BLOCK_ELEMENTS", 16)  # several threads' blocks, where cores allow
     base = rng.standard_normal((3, 5, 4, 3))  # (N, C, H, W)
     for x_nc in (base, -base):
@@ -247,6 +246,9 @@ def test_threaded_layers_match_direct_references(rng, split_everything):
         for j in range(pooled.shape[3]):
             expected[:, :, i, j] = x[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(2, 3))
     np.testing.assert_array_equal(pooled, expected)
+    np.testing.assert_array_equal(pool.forward(x, train=False), expected)  # the max alone, no taps
+    with pytest.raises(ValueError, match="train=True"):
+        pool.backward(np.ones(expected.shape))
     net = Sequential([Conv2d(5, 4, 1, dtype=np.float64, rng=rng), ReLU(), MaxPool2d(2, 2)])
     out = net.forward(x)
     h = np.maximum(np.einsum("nchw,oc->nohw", x, net.layers[0].weight[:, :, 0, 0]), 0)

@@ -9,7 +9,9 @@ minids splits the work itself:
   (``a @ b.T``) the shared K axis (partial products are summed), one
   single-threaded BLAS call per thread;
 * :func:`for_blocks` runs a function over blocks of an axis (channels) in
-  parallel; NumPy releases the GIL in copies and ufunc loops.
+  parallel; NumPy releases the GIL in copies and ufunc loops;
+* :func:`cache_chunks` cuts a thread's block into pieces small enough that a
+  loop of several ufunc passes reads all but the first from cache.
 
 While minids' threads run GEMMs, OpenBLAS is set to one thread and restored
 afterwards (through its ``openblas_set_num_threads``); where that symbol is
@@ -34,6 +36,9 @@ from minids.backend import get_array_module
 MIN_GEMM_SPLIT = 2048
 #: below this many elements per thread element-wise work runs in one thread
 MIN_BLOCK_ELEMENTS = 1 << 16
+#: working set (bytes) of one chunk of a loop that passes several times over its data
+#: (:func:`cache_chunks`): about one core's L2 cache
+CACHE_CHUNK_BYTES = 1 << 20
 
 
 def _requested_threads():
@@ -162,3 +167,14 @@ def for_blocks(xp, n, elements, fn):
         fn(0, n)
         return
     _run([lambda lo=lo, hi=hi: fn(lo, hi) for lo, hi in blocks])
+
+
+def cache_chunks(xp, lo, hi, bytes_per_element):
+    """(start, stop) ranges covering [lo, hi) in order, for a loop that makes several
+    passes over each range touching ``bytes_per_element`` bytes per element in all:
+    on NumPy at most ``CACHE_CHUNK_BYTES`` of them per range, so that the passes after
+    the first read from the core's cache; on CuPy the whole range (one kernel a pass)."""
+    if xp is not np:
+        return [(lo, hi)]
+    step = max(1, CACHE_CHUNK_BYTES // bytes_per_element)
+    return [(start, min(start + step, hi)) for start in range(lo, hi, step)]

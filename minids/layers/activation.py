@@ -1,15 +1,9 @@
 """Element-wise activations."""
 
-import numpy as np
-
 from minids.backend import get_array_module
 from minids.backend import threads
 from minids.layers.base import Layer, swap_nc
 from minids.layers.cases import Case, away_from_zero
-
-#: elements per chunk of the in-place forward on NumPy (1 MiB of float32): the
-#: mask is computed from the clipped values while they are still in the core's cache
-CACHE_BLOCK_ELEMENTS = 1 << 18
 
 
 class ReLU(Layer):
@@ -33,11 +27,11 @@ class ReLU(Layer):
             flat = xc.reshape(-1)
             # evaluation needs no mask: one pass
             mask = self.scratch("mask", flat.shape, xp.bool_, xp) if train else None
-            chunk = CACHE_BLOCK_ELEMENTS if xp is np else flat.size
+            # the mask is computed from the clipped values while they are in cache
+            chunk_bytes = flat.dtype.itemsize + 1
 
             def relu(lo, hi):
-                for start in range(lo, hi, chunk):
-                    stop = min(start + chunk, hi)
+                for start, stop in threads.cache_chunks(xp, lo, hi, chunk_bytes):
                     xp.maximum(flat[start:stop], 0, out=flat[start:stop])
                     if mask is not None:
                         xp.greater(flat[start:stop], 0, out=mask[start:stop])

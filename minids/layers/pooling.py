@@ -184,10 +184,23 @@ class MaxPool2d(_Pool2d):
         planes = self._phase_planes(xc, plan, -xp.inf)
         size = c * n * plan[0] * plan[1]
         y = xp.empty(size, dtype=x.dtype)
+        per_channel = size // c
+        if not train:  # no taps to remember: only the max
+            def pool(lo, hi):
+                best = y[lo * per_channel:hi * per_channel]
+                for index, phase, offset in plan[2]:
+                    window = planes[phase][lo * per_channel + offset:hi * per_channel + offset]
+                    if index == 0:
+                        best[...] = window
+                    else:
+                        xp.maximum(best, window, out=best)
+
+            threads.for_blocks(xp, c, size, pool)
+            self._cache = None
+            return self._narrow(y, plan, c, n, h_out, w_out)
         argmax = xp.zeros(size, dtype=xp.uint8)
         improved = xp.empty(size, dtype=xp.bool_)
         tagged = xp.empty(size, dtype=xp.uint8)
-        per_channel = size // c
 
         def pool(lo, hi):
             start, stop = lo * per_channel, hi * per_channel
@@ -210,6 +223,8 @@ class MaxPool2d(_Pool2d):
         return self._narrow(y, plan, c, n, h_out, w_out)
 
     def backward(self, dy):
+        if getattr(self, "_cache", None) is None:
+            raise ValueError(f"{self!r}: backward needs a forward pass with train=True first")
         x_shape, plan, argmax = self._cache
         self._cache = None
         dy_wide = self._wide(dy, plan)
