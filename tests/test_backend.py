@@ -7,7 +7,7 @@ import pytest
 
 from minids import backend
 from minids.errors import MinidsError
-from minids.layers import Conv2d, Sequential, ReLU
+from minids.layers import Conv2d, MaxPool2d, ReLU, Sequential
 
 
 def test_cpu_and_auto_without_gpu(monkeypatch):
@@ -42,6 +42,21 @@ def test_gpu_forward_backward_match_cpu(rng):
     np.testing.assert_allclose(backend.to_host(dx_gpu), dx_cpu, rtol=1e-5, atol=1e-5)
     for name, grad in grads_cpu.items():
         np.testing.assert_allclose(backend.to_host(net.grads[name]), grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_gpu_evaluation_forward_matches_cpu(rng):
+    """The evaluation paths (ReLU without a mask, max pooling without taps) on CuPy."""
+    xp = backend.get_module("gpu")
+    net = Sequential([Conv2d(3, 4, 3, padding=1, rng=rng), ReLU(), Conv2d(4, 5, 1, rng=rng), ReLU(),
+                      MaxPool2d(3, 2, ceil_mode=True)])
+    x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    y_cpu = net.forward(x, train=False)
+    net.to(xp)
+    y_gpu = net.forward(xp.asarray(x), train=False)
+    np.testing.assert_allclose(backend.to_host(y_gpu), y_cpu, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="train=True"):
+        net.backward(xp.ones_like(y_gpu))
 
 
 def test_tf32_switch_sets_cupys_variable_and_leaves_numpy_exact(monkeypatch):
