@@ -49,8 +49,9 @@ the same thresholds itself at start-up (:mod:`minids.allocator`), unless
 The models are built with the dropout ``minids train`` uses for each
 (``--dropout``, default: 0 for DS-NiN, 0.5 for NiN; docs/training.md), so
 the step measured is the step a user trains; a dropout layer with p = 0 is
-skipped by both frameworks. Results up to the "Dropout" section of
-docs/performance.md were measured with 0.5 for both models.
+skipped by both frameworks. The results in docs/performance.md before its
+section "With the dropout users train with" were measured with 0.5 for both
+models.
 
 Both frameworks use the same number of threads (``--threads``, default: all
 cores) and float32. PyTorch (``pip install torch==2.13.0``) is optional: without

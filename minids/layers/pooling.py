@@ -185,41 +185,31 @@ class MaxPool2d(_Pool2d):
         size = c * n * plan[0] * plan[1]
         y = xp.empty(size, dtype=x.dtype)
         per_channel = size // c
-        if not train:  # no taps to remember: only the max
-            def pool(lo, hi):
-                best = y[lo * per_channel:hi * per_channel]
-                for index, phase, offset in plan[2]:
-                    window = planes[phase][lo * per_channel + offset:hi * per_channel + offset]
-                    if index == 0:
-                        best[...] = window
-                    else:
-                        xp.maximum(best, window, out=best)
-
-            threads.for_blocks(xp, c, size, pool)
-            self._cache = None
-            return self._narrow(y, plan, c, n, h_out, w_out)
-        argmax = xp.zeros(size, dtype=xp.uint8)
-        improved = xp.empty(size, dtype=xp.bool_)
-        tagged = xp.empty(size, dtype=xp.uint8)
+        if train:  # which tap won each window, for backward; evaluation needs only the max
+            argmax = xp.zeros(size, dtype=xp.uint8)
+            improved = xp.empty(size, dtype=xp.bool_)
+            tagged = xp.empty(size, dtype=xp.uint8)
 
         def pool(lo, hi):
             start, stop = lo * per_channel, hi * per_channel
-            best, arg = y[start:stop], argmax[start:stop]
-            better, tag = improved[start:stop], tagged[start:stop]
+            best = y[start:stop]
+            if train:
+                arg, better, tag = argmax[start:stop], improved[start:stop], tagged[start:stop]
             for index, phase, offset in plan[2]:
                 window = planes[phase][start + offset:stop + offset]
                 if index == 0:  # tap (0, 0) lies inside every window
                     best[...] = window
                     continue
-                # taps come in increasing index order, so the last strict improvement
-                # is the largest index that improved: a max, no masked assignment
-                xp.greater(window, best, out=better)
-                xp.multiply(better.view(xp.uint8), xp.uint8(index), out=tag)
-                xp.maximum(arg, tag, out=arg)
+                if train:
+                    # taps come in increasing index order, so the last strict improvement
+                    # is the largest index that improved: a max, no masked assignment
+                    xp.greater(window, best, out=better)
+                    xp.multiply(better.view(xp.uint8), xp.uint8(index), out=tag)
+                    xp.maximum(arg, tag, out=arg)
                 xp.maximum(best, window, out=best)
 
         threads.for_blocks(xp, c, size, pool)
-        self._cache = (x.shape, plan, argmax)
+        self._cache = (x.shape, plan, argmax) if train else None
         return self._narrow(y, plan, c, n, h_out, w_out)
 
     def backward(self, dy):
