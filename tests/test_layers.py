@@ -2,6 +2,7 @@
 behaviour the gradient check cannot see (ties, masks, dtypes, errors)."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -271,3 +272,30 @@ def test_softmax_nll_backward_takes_the_gradient_of_its_output():
     np.testing.assert_allclose(loss.backward(), by_hand, rtol=1e-12)
     loss.forward(logits, np.array([1, 0]))
     np.testing.assert_allclose(loss.backward(np.float64(3.0)), 3 * by_hand, rtol=1e-12)
+
+
+def _layer_and_input(case):
+    rng = np.random.default_rng(0)
+    layer, x = case.build(rng), case.make_input(rng)
+    forward = ((lambda train: layer.forward(x, case.labels, train=train)) if case.labels is not None
+               else (lambda train: layer.forward(x, train=train)))
+    return layer, forward
+
+
+@pytest.mark.parametrize("case", [case for cls in (AvgPool2d, Conv2d, Dropout, FixedConv2d, GlobalAvgPool,
+                                                   MaxPool2d, ReLU, SoftmaxNLL)
+                                  for case in cls.gradcheck_cases()],
+                         ids=lambda case: case.name)
+def test_backward_without_a_training_forward_names_the_layer(case):
+    layer, forward = _layer_and_input(case)
+    message = rf"^{re.escape(repr(layer))}: backward needs a forward pass with train=True first$"
+    with pytest.raises(ValueError, match=message):  # no forward at all
+        layer.backward(np.ones(1))
+    y = forward(True)
+    dy = np.ones_like(y)
+    layer.backward(dy)  # one backward per training forward
+    with pytest.raises(ValueError, match=message):
+        layer.backward(dy)
+    forward(False)  # evaluation keeps nothing for backward
+    with pytest.raises(ValueError, match=message):
+        layer.backward(dy)

@@ -13,6 +13,7 @@ from minids.backend import gpu_available
 from minids.flops import model_flops
 from minids.io import layer_arrays, model_from_weights, read_weights
 from minids.layers import FixedConv2d
+from minids.layers import conv as conv_module
 from minids.models import build_model, dictionary_factors
 from minids.prune import prune_model
 
@@ -77,7 +78,11 @@ def test_factored_float32_within_1e5_of_float64():
     assert np.abs(dx32 - dx64).max() <= 1e-5 * np.abs(dx64).max()
 
 
-def test_ds_nin_odct3_takes_the_factored_path_where_it_pays():
+def test_ds_nin_odct3_takes_the_factored_path_where_it_pays(monkeypatch):
+    calls = []
+    real_forward = conv_module.factored_forward
+    monkeypatch.setattr(conv_module, "factored_forward",
+                        lambda factors, *args: calls.append(factors) or real_forward(factors, *args))
     model = build_model("ds-nin", in_channels=3)
     sizes = {"conv1": 32, "conv2": 16, "conv3": 8}
     for name, size in sizes.items():
@@ -90,7 +95,8 @@ def test_ds_nin_odct3_takes_the_factored_path_where_it_pays():
         np.testing.assert_allclose(model[name].factors.dense(), model[name].weight, rtol=0, atol=1e-6)
     x = np.random.default_rng(2).standard_normal((2, 96, 16, 16)).astype(np.float32)
     model["conv2"].forward(x)
-    assert model["conv2"]._cache[0] == "factored"
+    model["conv1"].forward(np.zeros((2, 3, 32, 32), dtype=np.float32))
+    assert calls == [model["conv2"].factors]
     assert build_model("ds-nin", dictionary="odct2-dc")["conv2"].factors is None
 
 

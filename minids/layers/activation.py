@@ -12,8 +12,7 @@ class ReLU(Layer):
     ``inplace=True`` (used by :class:`~minids.layers.Sequential` where no one
     else holds the array) overwrites ``x`` in forward and ``dy`` in backward
     instead of allocating new arrays, and keeps the mask in a reused block;
-    the results are the same. Evaluation (``train=False``) keeps no mask, so
-    backward then raises.
+    the results are the same. Evaluation (``train=False``) keeps no mask.
     """
 
     @classmethod
@@ -37,17 +36,15 @@ class ReLU(Layer):
                         xp.greater(flat[start:stop], 0, out=mask[start:stop])
 
             threads.for_blocks(xp, flat.size, flat.size, relu)
-            self._positive = None if mask is None else swap_nc(mask.reshape(xc.shape))
+            self.keep(swap_nc(mask.reshape(xc.shape)) if train else None, train)
             return x
         y = xp.maximum(x, 0, out=x if inplace else None)
-        self._positive = y > 0 if train else None
+        self.keep(y > 0 if train else None, train)
         return y
 
     def backward(self, dy, inplace=False):
         xp = get_array_module(dy)
-        mask, self._positive = self._positive, None
-        if mask is None:
-            raise ValueError("ReLU: backward needs a forward pass with train=True first")
+        mask = self.take()
         if inplace and dy.ndim == 4 and swap_nc(dy).flags.c_contiguous and mask.shape == dy.shape:
             dyc, maskc = swap_nc(dy), swap_nc(mask)
             threads.for_blocks(xp, dyc.shape[0], dyc.size,

@@ -5,6 +5,10 @@ A layer follows Torch7's ``nn`` split, in CS231n's plain style:
 * ``forward(x, train=True)`` returns ``y`` and keeps what backward needs;
 * ``backward(dy)`` returns ``dx`` and fills ``grads`` (same keys as ``params``).
 
+What forward keeps for backward goes through :meth:`Layer.keep` and comes
+back once through :meth:`Layer.take`: a backward without a training forward
+before it raises the same one-line ValueError in every layer.
+
 ``params`` maps a name to a trainable array; ``buffers`` maps a name to a fixed
 array (such as a DCT weight) that is saved with the model but never trained.
 The weights file stores every array of both under the layer's name, and
@@ -33,11 +37,25 @@ class Layer:
         self.grads = {}
         self.buffers = {}
 
+    #: what the last training forward kept for backward (see :meth:`keep`)
+    _kept = None
+
     def forward(self, x, train=True):
         raise NotImplementedError
 
     def backward(self, dy):
         raise NotImplementedError
+
+    def keep(self, state, train):
+        """Hold ``state`` (not None) for the next backward when ``train``; in evaluation drop it."""
+        self._kept = state if train else None
+
+    def take(self):
+        """The state :meth:`keep` holds, released; ValueError when no training forward came first."""
+        state, self._kept = self._kept, None
+        if state is None:
+            raise ValueError(f"{self!r}: backward needs a forward pass with train=True first")
+        return state
 
     @classmethod
     def gradcheck_cases(cls):

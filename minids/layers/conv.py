@@ -140,7 +140,7 @@ class Conv2d(Layer):
         bias = self.bias[:, None]
         threads.for_blocks(xp, self.c_out, y.size,
                             lambda lo, hi: xp.add(y[lo:hi], bias[lo:hi], out=y[lo:hi]))
-        self._cache = (x.shape, cols if keep_cols else None) if train else None
+        self.keep(("dense", x.shape, cols if keep_cols else None), train)
         return swap_nc(y.reshape(self.c_out, n, h_out, w_out))
 
     def _chunks(self, n, pixels):
@@ -150,10 +150,11 @@ class Conv2d(Layer):
         return [(start, min(start + step, n)) for start in range(0, n, step)]
 
     def backward(self, dy):
-        if self._cache is None:
-            raise ValueError(f"{self!r}: backward needs a forward pass with train=True first")
-        x_shape, cols = self._cache
-        self._cache = None
+        _, x_shape, cols = self.take()
+        return self._dense_backward(dy, x_shape, cols)
+
+    def _dense_backward(self, dy, x_shape, cols):
+        """Backward through the im2col GEMMs; ``cols`` are forward's columns (None if fixed)."""
         xp = get_array_module(dy)
         n, c, h, w = x_shape
         dy2 = swap_nc(dy).reshape(self.c_out, -1)
@@ -266,17 +267,17 @@ class FixedConv2d(Conv2d):
             raise ValueError(f"{self!r}: input {tuple(x.shape)} is smaller than the kernel")
         y = factored_forward(self.factors, swap_nc(x), self.stride, self.padding)
         y += self.bias[:, None, None, None]
-        self._cache = ("factored", swap_nc(x).shape) if train else None
+        self.keep(("factored", x.shape, None), train)
         return swap_nc(y)
 
     def backward(self, dy):
-        if self._cache is None or self._cache[0] != "factored":
-            return super().backward(dy)
-        _, x_shape_cn = self._cache
-        self._cache = None
+        path, x_shape, cols = self.take()
+        if path == "dense":
+            return self._dense_backward(dy, x_shape, cols)
         xp = get_array_module(dy)
         dy_cn = xp.ascontiguousarray(swap_nc(dy))
         self.grads["bias"] = dy_cn.reshape(self.c_out, -1).sum(axis=1)
         if not self.needs_input_grad:
             return None
-        return swap_nc(factored_input_grad(self.factors, dy_cn, x_shape_cn, self.stride, self.padding))
+        n, c, h, w = x_shape
+        return swap_nc(factored_input_grad(self.factors, dy_cn, (c, n, h, w), self.stride, self.padding))

@@ -51,13 +51,14 @@ class Dropout(Layer):
 
     def forward(self, x, train=True):
         if not train or self.p == 0.0:
-            self._mask = None
+            self.keep((None,), train)  # backward: the identity
             return x
         xp = get_array_module(x)
-        keep = self._uniform(swap_nc(x).shape, xp, x.dtype) >= self.p
-        self._mask = swap_nc(keep * x.dtype.type(1.0 / (1.0 - self.p)))
-        return x * self._mask
+        kept = self._uniform(swap_nc(x).shape, xp, x.dtype) >= self.p
+        mask = swap_nc(kept * x.dtype.type(1.0 / (1.0 - self.p)))
+        self.keep((mask,), train)
+        return x * mask
 
     def backward(self, dy):
-        mask, self._mask = self._mask, None
+        (mask,) = self.take()
         return dy if mask is None else dy * mask

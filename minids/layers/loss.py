@@ -32,13 +32,12 @@ class SoftmaxNLL(Layer):
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_prob = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
         rows = xp.arange(logits.shape[0])
-        self._cache = (xp.exp(log_prob), rows, labels)
+        self.keep((xp.exp(log_prob), rows, labels), train)
         self.log_prob = log_prob
         return -log_prob[rows, labels].mean()
 
     def backward(self, dy=None):
-        prob, rows, labels = self._cache
-        self._cache = None
+        prob, rows, labels = self.take()
         dlogits = prob.copy()
         dlogits[rows, labels] -= 1.0
         dlogits /= prob.shape[0]

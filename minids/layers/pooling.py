@@ -189,6 +189,9 @@ class MaxPool2d(_Pool2d):
             argmax = xp.zeros(size, dtype=xp.uint8)
             improved = xp.empty(size, dtype=xp.bool_)
             tagged = xp.empty(size, dtype=xp.uint8)
+            self.keep((x.shape, plan, argmax), train)
+        else:
+            self.keep(None, train)
 
         def pool(lo, hi):
             start, stop = lo * per_channel, hi * per_channel
@@ -209,14 +212,10 @@ class MaxPool2d(_Pool2d):
                 xp.maximum(best, window, out=best)
 
         threads.for_blocks(xp, c, size, pool)
-        self._cache = (x.shape, plan, argmax) if train else None
         return self._narrow(y, plan, c, n, h_out, w_out)
 
     def backward(self, dy):
-        if getattr(self, "_cache", None) is None:
-            raise ValueError(f"{self!r}: backward needs a forward pass with train=True first")
-        x_shape, plan, argmax = self._cache
-        self._cache = None
+        x_shape, plan, argmax = self.take()
         dy_wide = self._wide(dy, plan)
         return self._spread(x_shape, plan, dy_wide, lambda index, start, stop: (
             dy_wide[start:stop] * (argmax[start:stop] == index)))
@@ -268,12 +267,11 @@ class AvgPool2d(_Pool2d):
             total.reshape(hi - lo, n, -1)[...] /= counts
 
         threads.for_blocks(xp, c, size, pool)
-        self._cache = (x.shape, plan, counts)
+        self.keep((x.shape, plan, counts), train)
         return self._narrow(y, plan, c, n, h_out, w_out)
 
     def backward(self, dy):
-        x_shape, plan, counts = self._cache
-        self._cache = None
+        x_shape, plan, counts = self.take()
         share = self._wide(dy, plan)
         share.reshape(-1, counts.size)[...] /= counts
         return self._spread(x_shape, plan, share, lambda index, start, stop: share[start:stop])
@@ -298,12 +296,12 @@ class GlobalAvgPool(Layer):
 
     def forward(self, x, train=True):
         check_rank(self, x)
-        self._shape = x.shape
+        self.keep(x.shape, train)
         return x.mean(axis=(2, 3))
 
     def backward(self, dy):
         xp = get_array_module(dy)
-        n, c, h, w = self._shape
+        n, c, h, w = self.take()
         dx = xp.empty((c, n, h, w), dtype=dy.dtype)
         dx[...] = (dy.T / (h * w))[:, :, None, None]
         return swap_nc(dx)
