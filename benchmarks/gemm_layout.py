@@ -1,0 +1,103 @@
+"""The coefficient layers' GEMMs in minids' channel-major layout and in a channels-last one.
+
+    python benchmarks/gemm_layout.py [--shape 3x32x32] [--batch 128] [--repeats 5] [--json FILE]
+
+A 1×1 convolution of a batch is one GEMM per pass. minids keeps activations
+channel-major, (C, N·H·W) in memory, so with weight W (M, K) and input X
+(K, P), P = N·H·W pixels:
+
+* forward        Y (M, P)  = W  @ X
+* input gradient dX (K, P) = Wᵀ @ dY
+* weight gradient dW (M, K) = dY @ Xᵀ
+
+Channels last, (N·H·W, C) in memory, the same products are Xᵀ @ Wᵀ, dYᵀ @ W
+and dYᵀᵀ @ Xᵀ: the same FLOPs on the same data, only the order the BLAS
+sees the operands in differs. This script times both for every coefficient
+layer of DS-NiN at ``--shape`` (one BLAS thread, the best of ``--repeats``)
+and prints GFLOP/s per pass and the milliseconds of one step's coefficient
+GEMMs in each layout; docs/performance.md says what it shows.
+"""
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MINIDS_THREADS", "1")
+
+
+def best_seconds(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def coefficient_gemms(shape, batch):
+    """[(layer name, M, K, P)] for DS-NiN's coefficient layers on ``shape`` (C, H, W)."""
+    from minids.layers import Conv2d
+    from minids.models import build_model
+
+    model = build_model("ds-nin", in_channels=shape[0], num_classes=10, seed=0)
+    gemms, current = [], shape
+    for name, layer in model.named_layers():
+        if isinstance(layer, Conv2d) and not layer.fixed and layer.is_pointwise:
+            gemms.append((name, layer.c_out, layer.c_in, batch * current[1] * current[2]))
+        current = layer.output_shape(current)
+    return gemms
+
+
+def measure(m, k, p, repeats):
+    """{pass: (channel-major s, channels-last s)} for one (M, K, P) layer."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((m, k), dtype=np.float32)
+    x_cm = rng.standard_normal((k, p), dtype=np.float32)
+    dy_cm = rng.standard_normal((m, p), dtype=np.float32)
+    x_cl, dy_cl = np.ascontiguousarray(x_cm.T), np.ascontiguousarray(dy_cm.T)
+    y_cm, dx_cm = np.empty((m, p), np.float32), np.empty((k, p), np.float32)
+    y_cl, dx_cl = np.empty((p, m), np.float32), np.empty((p, k), np.float32)
+    w_t = np.ascontiguousarray(w.T)
+    return {
+        "forward": (best_seconds(lambda: np.matmul(w, x_cm, out=y_cm), repeats),
+                    best_seconds(lambda: np.matmul(x_cl, w_t, out=y_cl), repeats)),
+        "input gradient": (best_seconds(lambda: np.matmul(w_t, dy_cm, out=dx_cm), repeats),
+                           best_seconds(lambda: np.matmul(dy_cl, w, out=dx_cl), repeats)),
+        "weight gradient": (best_seconds(lambda: dy_cm @ x_cm.T, repeats),
+                            best_seconds(lambda: dy_cl.T @ x_cl, repeats)),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="3x32x32", help="C x H x W of one image")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args()
+    shape = tuple(int(v) for v in args.shape.split("x"))
+    rows, totals = [], [0.0, 0.0]
+    print(f"{'layer':6} {'M':>4} {'K':>4} {'P':>7} {'pass':16} {'GFLOP/s C-major':>16} "
+          f"{'GFLOP/s C-last':>15}")
+    for name, m, k, p in coefficient_gemms(shape, args.batch):
+        flop = 2.0 * m * k * p
+        for phase, seconds in measure(m, k, p, args.repeats).items():
+            rate = [flop / s / 1e9 for s in seconds]
+            totals = [t + s for t, s in zip(totals, seconds)]
+            rows.append({"layer": name, "M": m, "K": k, "P": p, "pass": phase,
+                         "seconds_channel_major": seconds[0], "seconds_channels_last": seconds[1]})
+            print(f"{name:6} {m:4d} {k:4d} {p:7d} {phase:16} {rate[0]:16.1f} {rate[1]:15.1f}")
+    print(f"one step's coefficient GEMMs, one thread: {totals[0] * 1e3:.0f} ms channel-major, "
+          f"{totals[1] * 1e3:.0f} ms channels-last ({totals[0] / totals[1]:.2f}x)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"shape": args.shape, "batch": args.batch, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
