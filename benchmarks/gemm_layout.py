@@ -51,26 +51,34 @@ def coefficient_gemms(shape, batch):
     return gemms
 
 
+def layout_products(w, x_cm, dy_cm):
+    """{pass: (channel-major product, channels-last product)} as callables, for weight
+    ``w`` (M, K), input ``x_cm`` (K, P) and output gradient ``dy_cm`` (M, P); the
+    channels-last ones take contiguous (P, ·) copies and give the transposed result
+    (the weight gradient: the same (M, K))."""
+    import numpy as np
+
+    x_cl, dy_cl, w_t = (np.ascontiguousarray(a.T) for a in (x_cm, dy_cm, w))
+    m, k, p = w.shape + (x_cm.shape[1],)
+    y_cm, dx_cm = np.empty((m, p), w.dtype), np.empty((k, p), w.dtype)
+    y_cl, dx_cl = np.empty((p, m), w.dtype), np.empty((p, k), w.dtype)
+    return {
+        "forward": (lambda: np.matmul(w, x_cm, out=y_cm), lambda: np.matmul(x_cl, w_t, out=y_cl)),
+        "input gradient": (lambda: np.matmul(w_t, dy_cm, out=dx_cm),
+                           lambda: np.matmul(dy_cl, w, out=dx_cl)),
+        "weight gradient": (lambda: dy_cm @ x_cm.T, lambda: dy_cl.T @ x_cl),
+    }
+
+
 def measure(m, k, p, repeats):
-    """{pass: (channel-major s, channels-last s)} for one (M, K, P) layer."""
+    """{pass: (channel-major s, channels-last s)} for one (M, K, P) layer in float32."""
     import numpy as np
 
     rng = np.random.default_rng(0)
-    w = rng.standard_normal((m, k), dtype=np.float32)
-    x_cm = rng.standard_normal((k, p), dtype=np.float32)
-    dy_cm = rng.standard_normal((m, p), dtype=np.float32)
-    x_cl, dy_cl = np.ascontiguousarray(x_cm.T), np.ascontiguousarray(dy_cm.T)
-    y_cm, dx_cm = np.empty((m, p), np.float32), np.empty((k, p), np.float32)
-    y_cl, dx_cl = np.empty((p, m), np.float32), np.empty((p, k), np.float32)
-    w_t = np.ascontiguousarray(w.T)
-    return {
-        "forward": (best_seconds(lambda: np.matmul(w, x_cm, out=y_cm), repeats),
-                    best_seconds(lambda: np.matmul(x_cl, w_t, out=y_cl), repeats)),
-        "input gradient": (best_seconds(lambda: np.matmul(w_t, dy_cm, out=dx_cm), repeats),
-                           best_seconds(lambda: np.matmul(dy_cl, w, out=dx_cl), repeats)),
-        "weight gradient": (best_seconds(lambda: dy_cm @ x_cm.T, repeats),
-                            best_seconds(lambda: dy_cl.T @ x_cl, repeats)),
-    }
+    products = layout_products(rng.standard_normal((m, k), dtype=np.float32),
+                               rng.standard_normal((k, p), dtype=np.float32),
+                               rng.standard_normal((m, p), dtype=np.float32))
+    return {phase: tuple(best_seconds(fn, repeats) for fn in pair) for phase, pair in products.items()}
 
 
 def main():

@@ -33,3 +33,24 @@ def test_nin_first_layer_has_no_input_gradient(train_step_script):
     forward = [2 * c_in * k * k * c_out * size * size for c_in, c_out, k, size in layers]
     # all trainable: forward and weight gradient each, input gradient for all but conv1
     assert train_step_script.trainable_gemm_flops("nin", (1, 28, 28)) == 3 * sum(forward) - forward[0]
+
+
+def test_gemm_layout_times_the_coefficient_layers_and_the_same_products():
+    import numpy as np
+    path = os.path.join(HERE, os.pardir, "benchmarks", "gemm_layout.py")
+    spec = importlib.util.spec_from_file_location("benchmark_gemm_layout", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # DS-NiN on 1x28x28 (pools 28 -> 14 -> 7): (name, c_out, c_in, pixels of a batch of 2)
+    assert module.coefficient_gemms((1, 28, 28), 2) == [
+        ("cccp1", 160, 192, 2 * 28 * 28), ("cccp2", 96, 160, 2 * 28 * 28),
+        ("cccp3", 192, 192, 2 * 14 * 14), ("cccp4", 192, 192, 2 * 14 * 14),
+        ("cccp5", 192, 192, 2 * 7 * 7), ("cccp6", 10, 192, 2 * 7 * 7)]
+    # the channels-last products are the channel-major ones transposed
+    rng = np.random.default_rng(0)
+    w, x, dy = rng.standard_normal((3, 4)), rng.standard_normal((4, 5)), rng.standard_normal((3, 5))
+    products = module.layout_products(w, x, dy)
+    for (channel_major, channels_last), expected in zip(products.values(), (w @ x, w.T @ dy, dy @ x.T)):
+        np.testing.assert_allclose(channel_major(), expected)
+        last = channels_last()
+        np.testing.assert_allclose(last if last.shape == expected.shape else last.T, expected)
