@@ -36,10 +36,10 @@ class ReLU(Layer):
                         xp.greater(flat[start:stop], 0, out=mask[start:stop])
 
             threads.for_blocks(xp, flat.size, flat.size, relu)
-            self.keep(swap_nc(mask.reshape(xc.shape)) if train else None, train)
+            self.keep(swap_nc(mask.reshape(xc.shape)) if train else None)
             return x
         y = xp.maximum(x, 0, out=x if inplace else None)
-        self.keep(y > 0 if train else None, train)
+        self.keep(y > 0 if train else None)
         return y
 
     def backward(self, dy, inplace=False):

@@ -46,9 +46,9 @@ class Layer:
     def backward(self, dy):
         raise NotImplementedError
 
-    def keep(self, state, train):
-        """Hold ``state`` (not None) for the next backward when ``train``; in evaluation drop it."""
-        self._kept = state if train else None
+    def keep(self, state):
+        """Hold ``state`` for the next backward; None (what an evaluation forward keeps) holds nothing."""
+        self._kept = state
 
     def take(self):
         """The state :meth:`keep` holds, released; ValueError when no training forward came first."""

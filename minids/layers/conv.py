@@ -140,7 +140,7 @@ class Conv2d(Layer):
         bias = self.bias[:, None]
         threads.for_blocks(xp, self.c_out, y.size,
                             lambda lo, hi: xp.add(y[lo:hi], bias[lo:hi], out=y[lo:hi]))
-        self.keep(("dense", x.shape, cols if keep_cols else None), train)
+        self.keep(("dense", x.shape, cols if keep_cols else None) if train else None)
         return swap_nc(y.reshape(self.c_out, n, h_out, w_out))
 
     def _chunks(self, n, pixels):
@@ -267,7 +267,7 @@ class FixedConv2d(Conv2d):
             raise ValueError(f"{self!r}: input {tuple(x.shape)} is smaller than the kernel")
         y = factored_forward(self.factors, swap_nc(x), self.stride, self.padding)
         y += self.bias[:, None, None, None]
-        self.keep(("factored", x.shape, None), train)
+        self.keep(("factored", x.shape, None) if train else None)
         return swap_nc(y)
 
     def backward(self, dy):

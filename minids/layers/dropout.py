@@ -51,12 +51,12 @@ class Dropout(Layer):
 
     def forward(self, x, train=True):
         if not train or self.p == 0.0:
-            self.keep((None,), train)  # backward: the identity
+            self.keep((None,) if train else None)  # backward: the identity
             return x
         xp = get_array_module(x)
         kept = self._uniform(swap_nc(x).shape, xp, x.dtype) >= self.p
         mask = swap_nc(kept * x.dtype.type(1.0 / (1.0 - self.p)))
-        self.keep((mask,), train)
+        self.keep((mask,))
         return x * mask
 
     def backward(self, dy):

@@ -189,9 +189,6 @@ class MaxPool2d(_Pool2d):
             argmax = xp.zeros(size, dtype=xp.uint8)
             improved = xp.empty(size, dtype=xp.bool_)
             tagged = xp.empty(size, dtype=xp.uint8)
-            self.keep((x.shape, plan, argmax), train)
-        else:
-            self.keep(None, train)
 
         def pool(lo, hi):
             start, stop = lo * per_channel, hi * per_channel
@@ -212,6 +209,7 @@ class MaxPool2d(_Pool2d):
                 xp.maximum(best, window, out=best)
 
         threads.for_blocks(xp, c, size, pool)
+        self.keep((x.shape, plan, argmax) if train else None)
         return self._narrow(y, plan, c, n, h_out, w_out)
 
     def backward(self, dy):
@@ -267,7 +265,7 @@ class AvgPool2d(_Pool2d):
             total.reshape(hi - lo, n, -1)[...] /= counts
 
         threads.for_blocks(xp, c, size, pool)
-        self.keep((x.shape, plan, counts), train)
+        self.keep((x.shape, plan, counts) if train else None)
         return self._narrow(y, plan, c, n, h_out, w_out)
 
     def backward(self, dy):
@@ -296,7 +294,7 @@ class GlobalAvgPool(Layer):
 
     def forward(self, x, train=True):
         check_rank(self, x)
-        self.keep(x.shape, train)
+        self.keep(x.shape if train else None)
         return x.mean(axis=(2, 3))
 
     def backward(self, dy):
