@@ -1,4 +1,5 @@
-"""The GEMM count behind the benchmark's GEMM% and bound columns (benchmarks/train_step.py)."""
+"""The GEMM count behind the benchmark's GEMM% and bound columns (benchmarks/train_step.py), and
+the layers and products benchmarks/gemm_layout.py times."""
 
 import importlib.util
 import os
@@ -8,13 +9,18 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@pytest.fixture(scope="module")
-def train_step_script():
-    path = os.path.join(HERE, os.pardir, "benchmarks", "train_step.py")
-    spec = importlib.util.spec_from_file_location("benchmark_train_step", path)
+def _load_benchmark(name):
+    """The script benchmarks/<name>.py as a module (the benchmarks are scripts, not a package)."""
+    path = os.path.join(HERE, os.pardir, "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def train_step_script():
+    return _load_benchmark("train_step")
 
 
 def test_ds_nin_counts_only_its_coefficient_layers_three_times(train_step_script):
@@ -37,10 +43,7 @@ def test_nin_first_layer_has_no_input_gradient(train_step_script):
 
 def test_gemm_layout_times_the_coefficient_layers_and_the_same_products():
     import numpy as np
-    path = os.path.join(HERE, os.pardir, "benchmarks", "gemm_layout.py")
-    spec = importlib.util.spec_from_file_location("benchmark_gemm_layout", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_benchmark("gemm_layout")
     # DS-NiN on 1x28x28 (pools 28 -> 14 -> 7): (name, c_out, c_in, pixels of a batch of 2)
     assert module.coefficient_gemms((1, 28, 28), 2) == [
         ("cccp1", 160, 192, 2 * 28 * 28), ("cccp2", 96, 160, 2 * 28 * 28),
