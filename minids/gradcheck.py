@@ -152,7 +152,7 @@ class _NetWithLoss:
         return self.net.grads
 
     def forward(self, x, labels, train=True):
-        return self.loss.forward(self.net.forward(x, train=train), labels)
+        return self.loss.forward(self.net.forward(x, train=train), labels, train=train)
 
     def backward(self, dy=None):
         return self.net.backward(self.loss.backward(dy))

@@ -33,7 +33,6 @@ class SoftmaxNLL(Layer):
         log_prob = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
         rows = xp.arange(logits.shape[0])
         self.keep((xp.exp(log_prob), rows, labels) if train else None)
-        self.log_prob = log_prob
         return -log_prob[rows, labels].mean()
 
     def backward(self, dy=None):
