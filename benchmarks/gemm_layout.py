@@ -23,8 +23,6 @@ import json
 import os
 import time
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("MINIDS_THREADS", "1")
 
 
 def best_seconds(fn, repeats):
@@ -82,6 +80,9 @@ def measure(m, k, p, repeats):
 
 
 def main():
+    # one BLAS thread, set before NumPy loads OpenBLAS (here, not at import: fused_epilogue.py imports this)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("MINIDS_THREADS", "1")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="3x32x32", help="C x H x W of one image")
     parser.add_argument("--batch", type=int, default=128)

@@ -57,3 +57,23 @@ def test_gemm_layout_times_the_coefficient_layers_and_the_same_products():
         np.testing.assert_allclose(channel_major(), expected)
         last = channels_last()
         np.testing.assert_allclose(last if last.shape == expected.shape else last.T, expected)
+
+
+@pytest.mark.parametrize("block", [3, 64])
+def test_fused_epilogue_variants_compute_the_layer_and_its_gradients(block):
+    import numpy as np
+    module = _load_benchmark("fused_epilogue")
+    rng = np.random.default_rng(1)
+    w, b = rng.standard_normal((4, 3)), rng.standard_normal(4)
+    x, dy = rng.standard_normal((3, 10)), rng.standard_normal((4, 10))
+    # y = relu(w x + b); its gradient passes where y > 0
+    z = w @ x + b[:, None]
+    y, dz = np.maximum(z, 0), dy * (z > 0)
+    for forward, backward in (module.separate_passes(w, b, x, dy), module.fused_blocks(w, b, x, dy, block)):
+        out, mask = forward()
+        np.testing.assert_allclose(out, y)
+        np.testing.assert_array_equal(mask, z > 0)
+        dw, db, dx = backward()
+        np.testing.assert_allclose(dw, dz @ x.T)
+        np.testing.assert_allclose(db, dz.sum(axis=1))
+        np.testing.assert_allclose(dx, w.T @ dz)
