@@ -18,19 +18,10 @@ coefficient layers at ``--shape``; docs/performance.md says what it shows.
 import argparse
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def best_seconds(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+sys.path.insert(0, HERE)
+from gemm_layout import best_seconds, coefficient_gemms  # noqa: E402 (a sibling script)
 
 
 def separate_passes(w, b, x, dy):
@@ -134,9 +125,6 @@ def main():
     parser.add_argument("--block", type=int, default=4096, help="pixels per fused block")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    sys.path.insert(0, HERE)
-    from gemm_layout import coefficient_gemms
-
     from minids.backend import threads
 
     shape = tuple(int(v) for v in args.shape.split("x"))
