@@ -7,7 +7,7 @@ import pytest
 
 from minids import backend
 from minids.errors import MinidsError
-from minids.layers import Conv2d, MaxPool2d, ReLU, Sequential
+from minids.layers import AvgPool2d, Conv2d, MaxPool2d, ReLU, Sequential
 
 
 def test_cpu_and_auto_without_gpu(monkeypatch):
@@ -46,10 +46,10 @@ def test_gpu_forward_backward_match_cpu(rng):
 
 @pytest.mark.gpu
 def test_gpu_evaluation_forward_matches_cpu(rng):
-    """The evaluation paths (ReLU without a mask, max pooling without taps) on CuPy."""
+    """The evaluation paths (ReLU without a mask, pooling in 1-D passes) on CuPy."""
     xp = backend.get_module("gpu")
     net = Sequential([Conv2d(3, 4, 3, padding=1, rng=rng), ReLU(), Conv2d(4, 5, 1, rng=rng), ReLU(),
-                      MaxPool2d(3, 2, ceil_mode=True)])
+                      MaxPool2d(3, 2, ceil_mode=True), AvgPool2d(2, 1)])
     x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
     y_cpu = net.forward(x, train=False)
     net.to(xp)

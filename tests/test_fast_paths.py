@@ -11,7 +11,7 @@ import pytest
 
 import minids.layers.conv as conv_module
 from minids.backend import threads
-from minids.layers import Conv2d, FixedConv2d, MaxPool2d, ReLU, Sequential
+from minids.layers import AvgPool2d, Conv2d, FixedConv2d, MaxPool2d, ReLU, Sequential
 from minids.layers.im2col import col2im, im2col
 
 
@@ -241,12 +241,14 @@ def test_threaded_layers_match_direct_references(rng, split_everything):
     np.testing.assert_array_equal(im2col(x, 3, 2, 1), padded_im2col(x, 3, 2, 1))
     pool = MaxPool2d(3, 2, ceil_mode=True)
     pooled = pool.forward(x)
-    expected = np.full(pooled.shape, -np.inf)
+    expected, mean = np.full(pooled.shape, -np.inf), np.zeros(pooled.shape)
     for i in range(pooled.shape[2]):
         for j in range(pooled.shape[3]):
-            expected[:, :, i, j] = x[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(2, 3))
+            window = x[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3]  # clipped at the edge, as ceil mode pools
+            expected[:, :, i, j], mean[:, :, i, j] = window.max(axis=(2, 3)), window.mean(axis=(2, 3))
     np.testing.assert_array_equal(pooled, expected)
-    np.testing.assert_array_equal(pool.forward(x, train=False), expected)  # the max alone, no taps
+    np.testing.assert_array_equal(pool.forward(x, train=False), expected)  # the max alone, in 1-D passes
+    np.testing.assert_allclose(AvgPool2d(3, 2, ceil_mode=True).forward(x, train=False), mean, atol=1e-12)
     with pytest.raises(ValueError, match="train=True"):
         pool.backward(np.ones(expected.shape))
     net = Sequential([Conv2d(5, 4, 1, dtype=np.float64, rng=rng), ReLU(), MaxPool2d(2, 2)])

@@ -125,9 +125,12 @@ def test_pools_match_direct_loops(rng, k, stride, ceil_mode, shape, out):
     x = rng.standard_normal((2, 3) + shape)
     for layer, kind, reduce in ((MaxPool2d(k, stride, ceil_mode), "max", np.max),
                                 (AvgPool2d(k, stride, ceil_mode), "avg", np.mean)):
+        expected = direct_pool(x, k, stride, ceil_mode, reduce)
+        # evaluation first: it must not leave a state that the training pass relies on
+        np.testing.assert_allclose(layer.forward(x, train=False), expected, atol=1e-12)
         y = layer.forward(x)
         assert y.shape[2:] == out
-        np.testing.assert_allclose(y, direct_pool(x, k, stride, ceil_mode, reduce), atol=1e-12)
+        np.testing.assert_allclose(y, expected, atol=1e-12)
         dy = rng.standard_normal(y.shape)
         np.testing.assert_allclose(layer.backward(dy), direct_pool_grad(x, dy, k, stride, kind), atol=1e-12)
 
@@ -138,6 +141,7 @@ def test_maxpool_ties_and_minus_infinity_follow_the_first_maximum():
     x[0, 1] = -np.inf
     x[0, 1, 6, 6] = -1.0
     pool = MaxPool2d(3, 2, ceil_mode=True)
+    np.testing.assert_array_equal(pool.forward(x, train=False), direct_pool(x, 3, 2, True, np.max))
     y = pool.forward(x)
     dy = np.arange(1.0, 1.0 + y.size).reshape(y.shape)
     np.testing.assert_array_equal(y, direct_pool(x, 3, 2, True, np.max))

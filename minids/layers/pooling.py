@@ -17,6 +17,13 @@ phase (i mod s, j mod s), shifted by (i // s)·PW + j // s. The outputs are
 computed on the PH × PW grid ("wide"); those past H_out × W_out read across a
 plane's edge and are dropped. Backward gathers the input gradient in the
 same planes and interleaves them once.
+
+Where no tap has to be recorded (the forward of average pooling, and of max
+pooling in evaluation) the pooling runs as two 1-D passes instead, since max
+and sum are separable: the windows along H into a (C, N, H_out, W) block (a
+tap is a view of whole rows), then along W. The two passes read the input
+once and half of it again, against the planes' padded copy, split and k²
+taps (docs/performance.md, "Pooling").
 """
 
 import math
@@ -112,6 +119,41 @@ class _Pool2d(Layer):
             plane[size:] = fill
         return planes
 
+    def _separable(self, xc, h_out, w_out, fold, divisor=None):
+        """The pooled (C, N, H_out, W_out) block of the channel-major input ``xc``
+        (C, N, H, W) by two 1-D passes, along H then along W (module docstring).
+        ``fold(acc, window, out=acc)`` (``xp.maximum`` or ``xp.add``) folds a tap
+        into the windows it reaches; ``divisor`` (H_out, W_out), if given, divides
+        the result."""
+        xp = get_array_module(xc)
+        c, n, _, w = xc.shape
+        columns = self.scratch("columns", (c, n, h_out, w), xc.dtype, xp)
+        y = xp.empty((c, n, h_out, w_out), dtype=xc.dtype)
+
+        def pool(lo, hi):
+            self._pool_axis(xc[lo:hi], columns[lo:hi], 2, fold)
+            self._pool_axis(columns[lo:hi], y[lo:hi], 3, fold)
+            if divisor is not None:
+                y[lo:hi] /= divisor
+
+        threads.for_blocks(xp, c, xc.size, pool)
+        return y
+
+    def _pool_axis(self, src, dst, axis, fold):
+        """Fill ``dst`` with the 1-D windows of ``src`` along ``axis`` folded by
+        ``fold``: tap t of output j is src[s·j + t], and in ceil mode the last
+        outputs' windows lack the taps past the input."""
+        size, count = src.shape[axis], dst.shape[axis]
+        s, lead = self.stride, (slice(None),) * axis
+        for t in range(self.k):
+            reached = min(count, -(-(size - t) // s))  # the outputs whose tap t is inside
+            window = src[lead + (slice(t, t + s * (reached - 1) + 1, s),)]
+            if t == 0:  # inside every window
+                dst[...] = window
+            else:
+                acc = dst[lead + (slice(0, reached),)]
+                fold(acc, window, out=acc)
+
     def _wide(self, dy, plan):
         """The output gradient (N, C, H_out, W_out) on the wide grid, zero past the
         outputs: flat (C·N·PH·PW,)."""
@@ -179,37 +221,38 @@ class MaxPool2d(_Pool2d):
         xp = get_array_module(x)
         h_out, w_out = self._geometry(x)
         xc = swap_nc(x)
+        if not train:  # evaluation needs only the max
+            self.keep(None)
+            return swap_nc(self._separable(xc, h_out, w_out, xp.maximum))
         c, n = xc.shape[:2]
         plan = self._plan(h_out, w_out)
         planes = self._phase_planes(xc, plan, -xp.inf)
         size = c * n * plan[0] * plan[1]
         y = xp.empty(size, dtype=x.dtype)
         per_channel = size // c
-        if train:  # which tap won each window, for backward; evaluation needs only the max
-            argmax = xp.zeros(size, dtype=xp.uint8)
-            improved = xp.empty(size, dtype=xp.bool_)
-            tagged = xp.empty(size, dtype=xp.uint8)
+        # which tap won each window, for backward
+        argmax = xp.zeros(size, dtype=xp.uint8)
+        improved = xp.empty(size, dtype=xp.bool_)
+        tagged = xp.empty(size, dtype=xp.uint8)
 
         def pool(lo, hi):
             start, stop = lo * per_channel, hi * per_channel
             best = y[start:stop]
-            if train:
-                arg, better, tag = argmax[start:stop], improved[start:stop], tagged[start:stop]
+            arg, better, tag = argmax[start:stop], improved[start:stop], tagged[start:stop]
             for index, phase, offset in plan[2]:
                 window = planes[phase][start + offset:stop + offset]
                 if index == 0:  # tap (0, 0) lies inside every window
                     best[...] = window
                     continue
-                if train:
-                    # taps come in increasing index order, so the last strict improvement
-                    # is the largest index that improved: a max, no masked assignment
-                    xp.greater(window, best, out=better)
-                    xp.multiply(better.view(xp.uint8), xp.uint8(index), out=tag)
-                    xp.maximum(arg, tag, out=arg)
+                # taps come in increasing index order, so the last strict improvement
+                # is the largest index that improved: a max, no masked assignment
+                xp.greater(window, best, out=better)
+                xp.multiply(better.view(xp.uint8), xp.uint8(index), out=tag)
+                xp.maximum(arg, tag, out=arg)
                 xp.maximum(best, window, out=best)
 
         threads.for_blocks(xp, c, size, pool)
-        self.keep((x.shape, plan, argmax) if train else None)
+        self.keep((x.shape, plan, argmax))
         return self._narrow(y, plan, c, n, h_out, w_out)
 
     def backward(self, dy):
@@ -228,45 +271,32 @@ class AvgPool2d(_Pool2d):
         return [Case("avgpool3/2 ceil", lambda rng: AvgPool2d(3, 2, ceil_mode=True), normal(2, 3, 8, 8)),
                 Case("avgpool3/2 ceil odd", lambda rng: AvgPool2d(3, 2, ceil_mode=True), normal(2, 2, 7, 9))]
 
-    def _counts(self, xp, size, out, dtype):
-        """Number of input elements inside each window along one axis, (out,)."""
-        starts = xp.arange(out) * self.stride
-        return (xp.minimum(starts + self.k, size) - starts).astype(dtype)
+    def _counts(self, xp, shape, out_shape, dtype):
+        """Number of input elements inside each window, (H_out, W_out), for an
+        input of ``shape`` (H, W)."""
+        def along(size, out):
+            starts = xp.arange(out) * self.stride
+            return (xp.minimum(starts + self.k, size) - starts).astype(dtype)
+        (h, w), (h_out, w_out) = shape, out_shape
+        return along(h, h_out)[:, None] * along(w, w_out)[None, :]
 
-    def _wide_counts(self, xp, h, w, plan, h_out, w_out, dtype):
-        """Elements inside each window on the wide grid (1 past the outputs), (PH·PW,)."""
+    def _wide_counts(self, counts, plan):
+        """``counts`` on the wide grid (1 past the outputs), flat (PH·PW,)."""
+        xp = get_array_module(counts)
         plane_h, plane_w, _ = plan
-        counts = xp.ones((plane_h, plane_w), dtype=dtype)
-        counts[:h_out, :w_out] = (self._counts(xp, h, h_out, dtype)[:, None]
-                                  * self._counts(xp, w, w_out, dtype)[None, :])
-        return counts.reshape(-1)
+        wide = xp.ones((plane_h, plane_w), dtype=counts.dtype)
+        wide[:counts.shape[0], :counts.shape[1]] = counts
+        return wide.reshape(-1)
 
     def forward(self, x, train=True):
         xp = get_array_module(x)
         h_out, w_out = self._geometry(x)
         xc = swap_nc(x)
-        c, n, h, w = xc.shape
+        counts = self._counts(xp, xc.shape[2:], (h_out, w_out), x.dtype)
+        y = self._separable(xc, h_out, w_out, xp.add, divisor=counts)
         plan = self._plan(h_out, w_out)
-        planes = self._phase_planes(xc, plan, 0)
-        counts = self._wide_counts(xp, h, w, plan, h_out, w_out, x.dtype)
-        size = c * n * counts.size
-        y = xp.empty(size, dtype=x.dtype)
-        per_channel = size // c
-
-        def pool(lo, hi):
-            start, stop = lo * per_channel, hi * per_channel
-            total = y[start:stop]
-            for index, phase, offset in plan[2]:
-                window = planes[phase][start + offset:stop + offset]
-                if index == 0:
-                    total[...] = window
-                else:
-                    total += window
-            total.reshape(hi - lo, n, -1)[...] /= counts
-
-        threads.for_blocks(xp, c, size, pool)
-        self.keep((x.shape, plan, counts) if train else None)
-        return self._narrow(y, plan, c, n, h_out, w_out)
+        self.keep((x.shape, plan, self._wide_counts(counts, plan)) if train else None)
+        return swap_nc(y)
 
     def backward(self, dy):
         x_shape, plan, counts = self.take()
