@@ -27,10 +27,11 @@ def gradcheck(device, seed, only):
         raise MinidsError(str(err)) from None
     click.echo(f"gradient check on {device_name(xp)}, float64, seed {seed}, "
                f"tolerance {checker.TOLERANCE:.0e}")
-    click.echo(f"{'case':<26} {'tensor':<14} {'shape':<16} {'max rel err':>11}  result")
+    width = max([len("case"), *(len(r.case) for r in results)])
+    click.echo(f"{'case':<{width}} {'tensor':<14} {'shape':<16} {'max rel err':>11}  result")
     for r in results:
         verdict = "PASS" if r.passed else click.style("FAIL", fg="red")
-        click.echo(f"{r.case:<26} {r.tensor:<14} {str(r.shape):<16} {r.error:>11.2e}  {verdict}")
+        click.echo(f"{r.case:<{width}} {r.tensor:<14} {str(r.shape):<16} {r.error:>11.2e}  {verdict}")
     failed = sum(not r.passed for r in results)
     click.echo(f"{len(results) - failed} passed, {failed} failed")
     if failed:

@@ -17,9 +17,10 @@ Each layer reports its own cost and output shape (``flops``,
 :class:`minids.layers.base.Layer`); this module only adds them up.
 
 ``factored`` counts what minids really computes: a fixed convolution that
-runs through its Kronecker factors (:meth:`FixedConv2d.uses_factors`) at the
-factored multiply-adds (channel DCT, vertical and horizontal 1-D banks),
-every other layer as above.
+runs through its Kronecker factors (:meth:`FixedConv2d.path`) at the
+multiply-adds of that path (fully factored: channel DCT, vertical and
+horizontal 1-D banks; channel-factored: channel DCT, then a k×k kernel per
+output on one channel frequency), every other layer as above.
 """
 
 from minids.errors import MinidsError

@@ -63,7 +63,10 @@ def test_factored_flops_of_ds_nin_odct3_by_hand():
     assert counts["factored_layers"]["conv2"] == 2 * conv2
     assert counts["factored_layers"]["conv3"] == 2 * conv3
     assert counts["layers"]["conv2"] == 2 * 96 * 25 * 192 * 256  # dense, as before
-    # conv1 (3 channels) saves ~12x only: it runs dense and is counted dense
-    assert counts["factored_layers"]["conv1"] == counts["layers"]["conv1"]
-    saved = counts["layers"]["conv2"] + counts["layers"]["conv3"] - 2 * (conv2 + conv3)
+    # conv1: 3 -> 192 at 5x5 on 32x32, pad 2; (5, 7, 7): 49 outputs per channel frequency, so
+    # 4 of them. Channel DCT 3*4 per pixel, then 25 taps per output
+    conv1 = 3 * 4 * 1024 + 192 * 25 * 1024
+    assert counts["factored_layers"]["conv1"] == 2 * conv1
+    saved = (counts["layers"]["conv1"] + counts["layers"]["conv2"] + counts["layers"]["conv3"]
+             - 2 * (conv1 + conv2 + conv3))
     assert counts["factored_total"] == counts["total"] - saved

@@ -32,10 +32,14 @@ def direct_conv(x, w, stride, padding):
     return y
 
 
-def factored_layer(c_out, c_in, k, stride, padding, dtype, gain=1.3):
+def factored_layer(c_out, c_in, k, stride, padding, dtype, gain=1.3, path="factored"):
+    """An odct3 fixed convolution that always takes ``path`` ('factored' or 'channel')."""
     factors = dictionary_factors("odct3", c_out, c_in, k, gain)
     layer = FixedConv2d(factors.dense(), stride=stride, padding=padding, dtype=dtype, factors=factors)
-    layer.MIN_SAVING = 0
+    if path == "factored":
+        layer.MIN_SAVING = 0
+    else:
+        layer.MIN_SAVING, layer.MIN_CHANNEL_SAVING = np.inf, 0
     return layer
 
 
@@ -43,13 +47,15 @@ SHAPES = [(192, 96, 5, 1, 2, 9), (192, 192, 3, 1, 1, 6), (192, 3, 5, 1, 2, 10),
           (40, 1, 5, 1, 2, 9), (13, 4, 3, 2, 1, 7), (10, 3, 3, 1, 0, 6)]
 
 
+@pytest.mark.parametrize("path", ["factored", "channel"])
 @pytest.mark.parametrize("c_out,c_in,k,stride,padding,size", SHAPES)
 def test_factored_forward_and_input_gradient_equal_the_direct_convolution(c_out, c_in, k, stride,
-                                                                         padding, size):
+                                                                         padding, size, path):
     rng = np.random.default_rng(0)
-    layer = factored_layer(c_out, c_in, k, stride, padding, np.float64)
+    layer = factored_layer(c_out, c_in, k, stride, padding, np.float64, path=path)
     weight = np.asarray(layer.weight)
     x = rng.standard_normal((3, c_in, size, size + 1))
+    assert layer.path(size, size + 1) == path
     y = layer.forward(x)
     reference = direct_conv(x, weight, stride, padding) + np.asarray(layer.bias)[:, None, None]
     assert np.abs(y - reference).max() <= 1e-12 * np.abs(reference).max()
@@ -63,11 +69,12 @@ def test_factored_forward_and_input_gradient_equal_the_direct_convolution(c_out,
     np.testing.assert_allclose(layer.grads["bias"], dy.sum(axis=(0, 2, 3)), rtol=1e-12)
 
 
-def test_factored_float32_within_1e5_of_float64():
+@pytest.mark.parametrize("path,c_in,size", [("factored", 96, 16), ("channel", 3, 32)])
+def test_factored_float32_within_1e5_of_float64(path, c_in, size):
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((4, 96, 16, 16))
-    exact = factored_layer(192, 96, 5, 1, 2, np.float64)
-    single = factored_layer(192, 96, 5, 1, 2, np.float32)
+    x = rng.standard_normal((4, c_in, size, size))
+    exact = factored_layer(192, c_in, 5, 1, 2, np.float64, path=path)
+    single = factored_layer(192, c_in, 5, 1, 2, np.float32, path=path)
     reference = direct_conv(x, np.asarray(exact.weight), 1, 2)
     y = single.forward(x.astype(np.float32))
     assert y.dtype == np.float32
@@ -80,24 +87,30 @@ def test_factored_float32_within_1e5_of_float64():
 
 def test_ds_nin_odct3_takes_the_factored_path_where_it_pays(monkeypatch):
     calls = []
-    real_forward = conv_module.factored_forward
-    monkeypatch.setattr(conv_module, "factored_forward",
-                        lambda factors, *args: calls.append(factors) or real_forward(factors, *args))
+    for function in ("factored_forward", "channel_factored_forward"):
+        real = getattr(conv_module, function)
+        monkeypatch.setattr(conv_module, function, lambda factors, *args, real=real, function=function, **kw:
+                            calls.append((function, factors)) or real(factors, *args, **kw))
     model = build_model("ds-nin", in_channels=3)
     sizes = {"conv1": 32, "conv2": 16, "conv3": 8}
     for name, size in sizes.items():
         assert model[name].factors is not None
-    # conv2 and conv3 save >= 20x the multiply-adds; conv1 on 3 channels saves ~12x: dense
-    assert not model["conv1"].uses_factors(32, 32)
-    assert model["conv2"].uses_factors(16, 16) and model["conv3"].uses_factors(8, 8)
+    # conv2 and conv3 save >= 20x the multiply-adds fully factored; conv1 on 3 channels
+    # saves ~12x that way but ~3x through the channel DCT alone (>= 2x); on 1 channel
+    # neither pays
+    assert [model[name].path(size, size) for name, size in sizes.items()] == ["channel", "factored",
+                                                                             "factored"]
+    assert build_model("ds-nin", in_channels=1)["conv1"].path(28, 28) == "dense"
     # the factors are the stored dense weight
     for name in sizes:
         np.testing.assert_allclose(model[name].factors.dense(), model[name].weight, rtol=0, atol=1e-6)
     x = np.random.default_rng(2).standard_normal((2, 96, 16, 16)).astype(np.float32)
     model["conv2"].forward(x)
     model["conv1"].forward(np.zeros((2, 3, 32, 32), dtype=np.float32))
-    assert calls == [model["conv2"].factors]
+    assert calls == [("factored_forward", model["conv2"].factors),
+                     ("channel_factored_forward", model["conv1"].factors)]
     assert build_model("ds-nin", dictionary="odct2-dc")["conv2"].factors is None
+    assert build_model("ds-nin", dictionary="odct2-dc")["conv1"].path(32, 32) == "dense"
 
 
 def test_pruned_factors_keep_only_the_frequencies_the_kept_atoms_use():
@@ -151,13 +164,33 @@ def test_prune_carries_factors_and_a_reload_rebuilds_them(tmp_path):
     assert model_from_weights(read_weights(path))["conv2"].factors is None
 
 
+def test_channel_path_with_outputs_out_of_frequency_order():
+    # conv1's (5, 7, 7) grid on 3 channels: atoms 0-48 use channel frequency 0, 49-97 frequency 1;
+    # the kept outputs 3, 60, 7, 52 alternate, so frequency 0 is two runs that both feed its columns
+    factors = dictionary_factors("odct3", 192, 3, 5, 1.0).subset([3, 60, 7, 52])
+    assert factors.channel_runs() == [(0, 0, 1), (1, 1, 2), (0, 2, 3), (1, 3, 4)]
+    weight = factors.dense()
+    layer = FixedConv2d(weight, padding=2, dtype=np.float64, factors=factors)
+    layer.MIN_SAVING, layer.MIN_CHANNEL_SAVING = np.inf, 0
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 6, 7))
+    y = layer.forward(x)
+    np.testing.assert_allclose(y, direct_conv(x, weight, 1, 2), rtol=0, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    v = rng.standard_normal(x.shape)
+    assert np.isclose((direct_conv(v, weight, 1, 2) * dy).sum(), (v * layer.backward(dy)).sum(), rtol=1e-12)
+    # channel DCT 3 -> 2 frequencies on 6x7 pixels, then 25 taps per output on 6x7
+    assert layer.factored_flops((3, 6, 7)) == 2 * (3 * 2 * 42 + 4 * 25 * 42)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a CUDA device")
-def test_factored_cupy_equals_numpy():
+@pytest.mark.parametrize("path,c_in,size", [("factored", 96, 16), ("channel", 3, 32)])
+def test_factored_cupy_equals_numpy(path, c_in, size):
     import cupy
     rng = np.random.default_rng(4)
-    layer = factored_layer(192, 96, 5, 1, 2, np.float32)
-    x = rng.standard_normal((4, 96, 16, 16)).astype(np.float32)
+    layer = factored_layer(192, c_in, 5, 1, 2, np.float32, path=path)
+    x = rng.standard_normal((4, c_in, size, size)).astype(np.float32)
     y = layer.forward(x)
     dx = layer.backward(np.ones_like(y))
     layer.to(cupy)

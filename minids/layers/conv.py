@@ -24,7 +24,8 @@ from minids.backend import threads
 from minids.layers.base import Layer, as_dtype, check_rank, swap_nc
 from minids.layers.cases import Case, normal
 from minids.layers.im2col import col2im, im2col, output_size
-from minids.layers.separable import factored_forward, factored_input_grad
+from minids.layers.separable import (channel_factored_forward, channel_factored_input_grad,
+                                     factored_forward, factored_input_grad)
 
 #: largest im2col block (bytes) built at once where the columns need not be kept;
 #: smaller blocks save memory but make BLAS slower (2 blocks of NiN's conv2 at
@@ -137,11 +138,16 @@ class Conv2d(Layer):
                 block = self.scratch("cols", weight.shape[1:] + ((stop - start) * pixels,), x.dtype, xp)
                 threads.matmul(weight, im2col(x[start:stop], self.k, self.stride, self.padding,
                                                out=block), out=y[:, start * pixels:stop * pixels])
-        bias = self.bias[:, None]
-        threads.for_blocks(xp, self.c_out, y.size,
-                            lambda lo, hi: xp.add(y[lo:hi], bias[lo:hi], out=y[lo:hi]))
+        self._add_bias(y)
         self.keep(("dense", x.shape, cols if keep_cols else None) if train else None)
         return swap_nc(y.reshape(self.c_out, n, h_out, w_out))
+
+    def _add_bias(self, y):
+        """Add the bias to the channel-major output ``y`` (c_out, ...) in place, split over the cores."""
+        xp = get_array_module(y)
+        rows, bias = y.reshape(self.c_out, -1), self.bias[:, None]
+        threads.for_blocks(xp, self.c_out, rows.size,
+                            lambda lo, hi: xp.add(rows[lo:hi], bias[lo:hi], out=rows[lo:hi]))
 
     def _chunks(self, n, pixels):
         """(start, stop) image ranges whose im2col columns take ≤ CHUNK_BYTES each."""
@@ -186,25 +192,33 @@ class FixedConv2d(Conv2d):
 
     ``factors`` (a :class:`minids.layers.separable.KroneckerFactors` equal to
     ``weight``, or None) lets forward and backward run through the weight's
-    Kronecker structure where that needs at most ``1 / MIN_SAVING`` of the
-    dense multiply-adds (:meth:`uses_factors`); the dense ``weight`` stays
-    the reference and gives the same result.
+    Kronecker structure (:meth:`path`): fully factored where that needs at
+    most ``1 / MIN_SAVING`` of the dense multiply-adds, else through the
+    channel DCT alone where that needs at most ``1 / MIN_CHANNEL_SAVING``;
+    the dense ``weight`` stays the reference and gives the same result.
     """
 
     fixed = True
     #: the factored path is taken where it saves at least this factor of multiply-adds
     MIN_SAVING = 20
+    #: else the channel-factored path where it saves at least this factor
+    MIN_CHANNEL_SAVING = 2
 
     @classmethod
     def gradcheck_cases(cls):
-        def factored(c_out, c_in, k, stride=1, padding=0):
-            """An odct3 fixed convolution that always runs through its factors."""
+        def factored(c_out, c_in, k, stride=1, padding=0, channel_only=False):
+            """An odct3 fixed convolution that always runs through its factors (all
+            three, or with ``channel_only`` the channel DCT alone)."""
             def build(rng):
                 from minids.models import dictionary_factors
                 factors = dictionary_factors("odct3", c_out, c_in, k, gain=1.5)
                 layer = FixedConv2d(factors.dense(), stride=stride, padding=padding, dtype=np.float64,
                                     factors=factors)
-                layer.MIN_SAVING = 0  # the factored path whatever it saves
+                # the path whatever it saves
+                if channel_only:
+                    layer.MIN_SAVING, layer.MIN_CHANNEL_SAVING = np.inf, 0
+                else:
+                    layer.MIN_SAVING = 0
                 return layer
             return build
         return [Case("fixedconv5x5 pad2",
@@ -213,7 +227,11 @@ class FixedConv2d(Conv2d):
                 Case("fixedconv5x5 pad2 odct3 factored", factored(9, 4, 5, padding=2), normal(2, 4, 7, 6)),
                 Case("fixedconv3x3 stride2 pad1 odct3 factored", factored(7, 3, 3, stride=2, padding=1),
                      normal(2, 3, 7, 8)),
-                Case("fixedconv5x5 1-channel odct3 factored", factored(6, 1, 5), normal(2, 1, 7, 7))]
+                Case("fixedconv5x5 1-channel odct3 factored", factored(6, 1, 5), normal(2, 1, 7, 7)),
+                Case("fixedconv5x5 pad2 odct3 channel-factored", factored(60, 3, 5, padding=2, channel_only=True),
+                     normal(2, 3, 6, 7)),
+                Case("fixedconv3x3 stride2 odct3 channel-factored",
+                     factored(7, 3, 3, stride=2, channel_only=True), normal(2, 3, 7, 8))]
 
     def __init__(self, weight, stride=1, padding=0, dtype=None, factors=None):
         dtype = as_dtype(dtype)
@@ -238,22 +256,27 @@ class FixedConv2d(Conv2d):
         return attrs
 
     def factored_flops(self, shape):
-        """2 × the factored multiply-adds where the factored path is taken, else None."""
+        """2 × the multiply-adds of the path forward takes, where that is not the dense one, else None."""
         _, h, w = shape
-        if self.factors is None or not self.uses_factors(h, w):
-            return None
-        return 2 * self.factored_multiply_adds(h, w)
+        path = self.path(h, w)
+        return None if path == "dense" else 2 * self.multiply_adds(h, w)[path]
 
-    def factored_multiply_adds(self, h, w):
-        """Multiply-adds per image of the factored forward (None without factors)."""
-        if self.factors is None:
-            return None
-        return self.factors.multiply_adds(h, w, self.stride, self.padding)
+    def multiply_adds(self, h, w):
+        """{path: multiply-adds per image on an h×w input} for each path this layer has."""
+        costs = {"dense": self.dense_multiply_adds(h, w)}
+        if self.factors is not None:
+            costs["factored"] = self.factors.multiply_adds(h, w, self.stride, self.padding)
+            costs["channel"] = self.factors.channel_multiply_adds(h, w, self.stride, self.padding)
+        return costs
 
-    def uses_factors(self, h, w):
-        """True when forward on an h×w input runs through the factors."""
-        factored = self.factored_multiply_adds(h, w)
-        return factored is not None and factored * self.MIN_SAVING <= self.dense_multiply_adds(h, w)
+    def path(self, h, w):
+        """How forward computes an h×w input: 'factored', 'channel' (the channel DCT,
+        then k×k convolutions per channel frequency) or 'dense'."""
+        costs = self.multiply_adds(h, w)
+        for path, saving in (("factored", self.MIN_SAVING), ("channel", self.MIN_CHANNEL_SAVING)):
+            if path in costs and costs[path] * saving <= costs["dense"]:
+                return path
+        return "dense"
 
     def forward(self, x, train=True):
         check_rank(self, x)
@@ -261,13 +284,21 @@ class FixedConv2d(Conv2d):
             raise ValueError(f"{self!r} expects {self.c_in} input channels, "
                              f"got shape {tuple(x.shape)}")
         n, _, h, w = x.shape
-        if not self.uses_factors(h, w):
+        path = self.path(h, w)
+        if path == "dense":
             return super().forward(x, train)
         if h + 2 * self.padding < self.k or w + 2 * self.padding < self.k:
             raise ValueError(f"{self!r}: input {tuple(x.shape)} is smaller than the kernel")
-        y = factored_forward(self.factors, swap_nc(x), self.stride, self.padding)
-        y += self.bias[:, None, None, None]
-        self.keep(("factored", x.shape, None) if train else None)
+        if path == "factored":
+            y = factored_forward(self.factors, swap_nc(x), self.stride, self.padding)
+        else:
+            pixels = output_size(h, self.k, self.stride, self.padding) * output_size(
+                w, self.k, self.stride, self.padding)
+            cols = self.scratch("cols", (self.factors.a_c.shape[1] * self.k * self.k, n * pixels),
+                                x.dtype, get_array_module(x))
+            y = channel_factored_forward(self.factors, swap_nc(x), self.stride, self.padding, cols=cols)
+        self._add_bias(y)
+        self.keep((path, x.shape, None) if train else None)
         return swap_nc(y)
 
     def backward(self, dy):
@@ -280,4 +311,5 @@ class FixedConv2d(Conv2d):
         if not self.needs_input_grad:
             return None
         n, c, h, w = x_shape
-        return swap_nc(factored_input_grad(self.factors, dy_cn, (c, n, h, w), self.stride, self.padding))
+        input_grad = factored_input_grad if path == "factored" else channel_factored_input_grad
+        return swap_nc(input_grad(self.factors, dy_cn, (c, n, h, w), self.stride, self.padding))

@@ -15,13 +15,21 @@ Step 3 yields the U·V·H products; output channel ``o`` is the product
 ``(i_c(o), i_v(o), i_h(o))``. The input gradient is the adjoint of the three
 steps in reverse order. Each 1-D bank is one GEMM on k stacked shifted views
 (the 1-D im2col), so NumPy and CuPy run the same code.
+
+The channel-factored path stops after step 1: each output is then a k×k
+convolution of the one map ``z[i_c(o)]`` with its spatial kernel
+``a_v[:, i_v(o)] ⊗ a_h[:, i_h(o)]``, one im2col GEMM with K = k² per run of
+outputs that share a channel frequency instead of K = c_in·k². It pays where
+the input has few channels (conv1 on colour images), where the full
+factorisation's intermediate maps cost more than they save.
 """
 
 import numpy as np
 
 from minids.backend import get_array_module
 from minids.backend import threads
-from minids.layers.im2col import output_size
+from minids.layers.base import swap_nc
+from minids.layers.im2col import col2im, im2col, output_size
 
 
 class KroneckerFactors:
@@ -87,12 +95,34 @@ class KroneckerFactors:
         return (c_in * n_u * h * w + n_u * n_v * k * h_out * (w + 2 * padding)
                 + n_u * n_v * n_h * k * h_out * w_out)
 
+    def channel_multiply_adds(self, h, w, stride, padding):
+        """Multiply-adds per image of the channel-factored forward on an h×w input."""
+        k, (c_in, n_u) = self.k, self.a_c.shape
+        h_out, w_out = output_size(h, k, stride, padding), output_size(w, k, stride, padding)
+        return c_in * n_u * h * w + self.c_out * k * k * h_out * w_out
+
+    def channel_runs(self):
+        """[(u, lo, hi)]: outputs lo .. hi-1 all use channel frequency u (maximal runs, in order)."""
+        u = self.frequencies[:, 0]
+        edges = [0, *(np.flatnonzero(np.diff(u)) + 1).tolist(), len(u)]
+        return [(int(u[lo]), lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
+
     def arrays(self, xp, dtype):
         """(a_c, a_v, a_h, rows) on the device of ``xp`` in ``dtype`` (cached)."""
         key = (xp.__name__, np.dtype(dtype).str)
         if key not in self._device:
             self._device[key] = tuple(xp.asarray(a, dtype=dtype) for a in (self.a_c, self.a_v, self.a_h)) \
                 + (xp.asarray(self.rows),)
+        return self._device[key]
+
+    def channel_arrays(self, xp, dtype):
+        """(a_c, kernels) on the device of ``xp`` in ``dtype`` (cached): ``kernels``
+        (c_out, k·k) holds output o's spatial kernel a_v[:, i_v(o)] ⊗ a_h[:, i_h(o)]."""
+        key = ("channel", xp.__name__, np.dtype(dtype).str)
+        if key not in self._device:
+            _, v, h = self.frequencies.T
+            kernels = np.einsum("yo,xo->oyx", self.a_v[:, v], self.a_h[:, h]).reshape(self.c_out, -1)
+            self._device[key] = (xp.asarray(self.a_c, dtype=dtype), xp.asarray(kernels, dtype=dtype))
         return self._device[key]
 
 
@@ -155,3 +185,48 @@ def factored_input_grad(factors, dy_cn, x_shape_cn, stride, padding):
         d_z_pad[:, :, tap] += d_rows_v[t]
     d_z = xp.ascontiguousarray(d_z_pad[:, :, p:p + h, p:p + w]).reshape(n_u, -1)
     return threads.matmul(a_c, d_z).reshape(c_in, n, h, w)
+
+
+def channel_factored_forward(factors, x_cn, stride, padding, cols=None):
+    """Forward of the channel-factored convolution, without bias.
+
+    Args:
+        factors: :class:`KroneckerFactors`.
+        x_cn: (c_in, N, H, W) input (channel-major; any strides).
+        stride, padding: as the dense convolution's.
+        cols: optional C-contiguous (U·k·k, N·H_out·W_out) block for the columns.
+    Returns:
+        (c_out, N, H_out, W_out) C-contiguous output.
+    """
+    xp = get_array_module(x_cn)
+    a_c, kernels = factors.channel_arrays(xp, x_cn.dtype)
+    c_in, n, h, w = x_cn.shape
+    k, n_u = factors.k, a_c.shape[1]
+    h_out, w_out = output_size(h, k, stride, padding), output_size(w, k, stride, padding)
+    z = threads.matmul(a_c.T, xp.ascontiguousarray(x_cn).reshape(c_in, -1)).reshape(n_u, n, h, w)
+    cols = im2col(swap_nc(z), k, stride, padding, out=cols)
+    y = xp.empty((factors.c_out, n * h_out * w_out), dtype=x_cn.dtype)
+    for u, lo, hi in factors.channel_runs():
+        threads.matmul(kernels[lo:hi], cols[u * k * k:(u + 1) * k * k], out=y[lo:hi])
+    return y.reshape(factors.c_out, n, h_out, w_out)
+
+
+def channel_factored_input_grad(factors, dy_cn, x_shape_cn, stride, padding):
+    """Input gradient of :func:`channel_factored_forward` (its adjoint).
+
+    Args:
+        dy_cn: (c_out, N, H_out, W_out) output gradient (channel-major, C-contiguous).
+        x_shape_cn: (c_in, N, H, W) of the forward input.
+    Returns:
+        (c_in, N, H, W) C-contiguous input gradient.
+    """
+    xp = get_array_module(dy_cn)
+    a_c, kernels = factors.channel_arrays(xp, dy_cn.dtype)
+    c_in, n, h, w = x_shape_cn
+    k, n_u = factors.k, a_c.shape[1]
+    dy2 = dy_cn.reshape(factors.c_out, -1)
+    d_cols = xp.zeros((n_u * k * k, dy2.shape[1]), dtype=dy_cn.dtype)
+    for u, lo, hi in factors.channel_runs():
+        d_cols[u * k * k:(u + 1) * k * k] += threads.matmul(kernels[lo:hi].T, dy2[lo:hi])
+    d_z = swap_nc(col2im(d_cols, (n, n_u, h, w), k, stride, padding))  # (U, N, H, W)
+    return threads.matmul(a_c, d_z.reshape(n_u, -1)).reshape(c_in, n, h, w)
