@@ -91,7 +91,7 @@ def layer_arrays(model):
     The arrays are the layer's ``params`` and ``buffers`` (a convolution:
     'weight' (O, I, k, k), 'bias' (O,)); the settings its ``file_attrs()``
     (a convolution: 'k', 'stride', 'padding', 'fixed'; a factored fixed one
-    also 'atoms' and 'dictionary_outputs').
+    also 'atoms', 'dictionary_outputs' and 'gain').
     """
     layers = {}
     for name, layer in model.named_layers():
@@ -405,9 +405,10 @@ def _file_factors(attrs, name, conv, layer):
     """The Kronecker factors of fixed conv ``conv`` read from a file, or None.
 
     From the layer's ``atoms`` and ``dictionary_outputs`` (all its columns of
-    a ``c_out``-atom dictionary when absent) and the gain of the stored
-    weight's unit-norm atoms; None when the dictionary has no
-    factors or they do not reproduce the stored weight (the dense path runs).
+    a ``c_out``-atom dictionary when absent) and ``gain`` (in files written
+    before it was stored: the norm of the stored weight's atoms, which equals
+    it to float32 rounding); None when the dictionary has no factors or they
+    do not reproduce the stored weight (the dense path runs).
     """
     outputs = layer.get("dictionary_outputs", conv.c_out)
     atoms = layer.get("atoms", np.arange(conv.c_out))
@@ -415,7 +416,7 @@ def _file_factors(attrs, name, conv, layer):
         raise MinidsError(f"layer {name}: atoms do not fit a dictionary of "
                           f"{outputs} outputs")
     weight = np.asarray(layer["weight"], dtype=np.float64)
-    gain = np.sqrt((weight ** 2).sum() / conv.c_out)  # every output atom has norm ``gain``
+    gain = layer.get("gain", np.sqrt((weight ** 2).sum() / conv.c_out))  # every atom's norm
     factors = dictionary_factors(attrs.get("dictionary") or LEGACY_DICTIONARY, outputs,
                                  conv.c_in, conv.k, gain, atoms)
     if factors is None:

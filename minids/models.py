@@ -89,7 +89,7 @@ def dictionary_factors(dictionary, c_out, c_in, k, gain, atoms=None):
         return None
     a_c, a_v, a_h = odct3_factors(c_out, c_in, k)
     factors = KroneckerFactors(a_c * gain, a_v, a_h,
-                               odct3_frequencies(c_out, c_in, k))
+                               odct3_frequencies(c_out, c_in, k), gain=gain)
     # only the channel frequencies and 1-D atoms that the kept outputs use
     return factors.subset(np.arange(c_out) if atoms is None else atoms)
 

@@ -153,9 +153,20 @@ def test_prune_carries_factors_and_a_reload_rebuilds_them(tmp_path):
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["layers/conv2"].attrs["atoms"], np.r_[0:10, 150:192])
         assert f["layers/conv2"].attrs["dictionary_outputs"] == 192
+        # every output's atom has norm gain
+        weight = f["layers/conv2/weight"][()]
+        assert np.linalg.norm(weight[3]) == pytest.approx(f["layers/conv2"].attrs["gain"], rel=1e-6)
     loaded = model_from_weights(read_weights(path))
     np.testing.assert_array_equal(loaded["conv2"].factors.atoms, np.r_[0:10, 150:192])
-    np.testing.assert_allclose(loaded.forward(x, train=False), pruned.forward(x, train=False),
+    # the same factors as the model's, so the same predictions to the bit
+    np.testing.assert_array_equal(loaded.forward(x, train=False), pruned.forward(x, train=False))
+
+    # a file written before the gain was stored: the atoms' norm stands in for it
+    with h5py.File(path, "r+") as f:
+        del f["layers/conv2"].attrs["gain"]
+    older = model_from_weights(read_weights(path))
+    assert older["conv2"].factors is not None
+    np.testing.assert_allclose(older.forward(x, train=False), pruned.forward(x, train=False),
                                rtol=1e-5, atol=1e-5)
 
     # a weight that is not the dictionary's loses its factors: the dense path runs

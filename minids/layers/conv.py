@@ -247,12 +247,14 @@ class FixedConv2d(Conv2d):
         self.factors = factors
 
     def file_attrs(self):
-        """Conv2d's, plus with factors 'atoms' (the dictionary column of each output) and
-        'dictionary_outputs' (the column count of the dictionary they were cut from)."""
+        """Conv2d's, plus with factors 'atoms' (the dictionary column of each output),
+        'dictionary_outputs' (the column count of the dictionary they were cut from)
+        and 'gain' (the norm of every output's atom)."""
         attrs = super().file_attrs()
         if self.factors is not None:
             attrs["atoms"] = np.asarray(self.factors.atoms, dtype=np.int64)
             attrs["dictionary_outputs"] = int(self.factors.full_outputs)
+            attrs["gain"] = float(self.factors.gain)
         return attrs
 
     def factored_flops(self, shape):

@@ -43,13 +43,16 @@ class KroneckerFactors:
         atoms: (c_out,) ints, the column of the full dictionary that output o
             is (default 0 .. c_out-1); ``full_outputs``: that dictionary's
             number of columns (default c_out). A pruned layer keeps a subset.
+        gain: the kernel gain folded into ``a_c`` (kept so that a weights file
+            can store it and a reload rebuild the same factors).
 
     All arrays are float64 NumPy on the host; :meth:`arrays` casts them to
     the dtype and device of a layer's input.
     """
 
-    def __init__(self, a_c, a_v, a_h, frequencies, atoms=None, full_outputs=None):
+    def __init__(self, a_c, a_v, a_h, frequencies, atoms=None, full_outputs=None, gain=1.0):
         self.a_c, self.a_v, self.a_h = (np.asarray(a, dtype=np.float64) for a in (a_c, a_v, a_h))
+        self.gain = float(gain)
         self.frequencies = np.asarray(frequencies, dtype=np.int64).reshape(-1, 3)
         count = self.frequencies.shape[0]
         self.atoms = np.arange(count) if atoms is None else np.asarray(atoms, dtype=np.int64)
@@ -86,7 +89,7 @@ class KroneckerFactors:
                               axis=1)
         return KroneckerFactors(self.a_c[:, kept[0]], self.a_v[:, kept[1]], self.a_h[:, kept[2]],
                                 renumbered, self.atoms[np.asarray(outputs, dtype=np.int64)],
-                                self.full_outputs)
+                                self.full_outputs, self.gain)
 
     def multiply_adds(self, h, w, stride, padding):
         """Multiply-adds per image of the factored forward on an h×w input."""
