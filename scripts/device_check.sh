@@ -11,8 +11,13 @@ set -uo pipefail
 out=${1:?usage: bash scripts/device_check.sh OUT_DIR}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-minids() { python -c "from minids.cli.main import main; main()" "$@"; }
+# minids laid out as pip installs it (the top-level cli/ folder is the package minids.cli),
+# without pip: the source tree alone has no minids.cli. `python -P` keeps the current
+# folder (the source tree's minids) off sys.path.
+site=$(mktemp -d)
+cp -r minids "$site/minids" && cp -r cli "$site/minids/cli"
+export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+minids() { python -P -c "from minids.cli.main import main; main()" "$@"; }
 summary="$out/summary.txt"
 : > "$summary"
 failed=0
@@ -30,7 +35,7 @@ step() {  # step NAME COMMAND...: run it, log it, record status and time
   python -c "import cupy; print('cupy', cupy.__version__, cupy.cuda.runtime.getDeviceCount(), 'device(s)')" 2>&1
 } | tee -a "$summary"
 
-step gpu_tests python -m pytest -q -m gpu tests
+step gpu_tests python -P -m pytest -q -m gpu tests
 step gradcheck minids gradcheck --device gpu
 
 train_args=(--device gpu --data fashion-mnist-mini --epochs 2 --quiet --force)
@@ -38,8 +43,8 @@ for model in ds-nin nin; do
     step "train_$model" minids train --model "$model" "${train_args[@]}" --out "$out/$model.h5"
     # the same run stopped after epoch 1, then resumed to 2: must equal the straight run
     step "resume_$model" bash -c "
-        python -c 'from minids.cli.main import main; main()' train --model $model ${train_args[*]} --epochs 1 --out '$out/$model-split.h5' &&
-        python -c 'from minids.cli.main import main; main()' train --resume '$out/$model-split.h5' --epochs 2 --device gpu --quiet &&
+        python -P -c 'from minids.cli.main import main; main()' train --model $model ${train_args[*]} --epochs 1 --out '$out/$model-split.h5' &&
+        python -P -c 'from minids.cli.main import main; main()' train --resume '$out/$model-split.h5' --epochs 2 --device gpu --quiet &&
         python - '$out/$model.h5' '$out/$model-split.h5' <<'PY'
 import sys, h5py, numpy as np
 with h5py.File(sys.argv[1], 'r') as a, h5py.File(sys.argv[2], 'r') as b:
