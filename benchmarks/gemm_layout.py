@@ -24,7 +24,6 @@ import os
 import time
 
 
-
 def best_seconds(fn, repeats):
     fn()
     times = []
