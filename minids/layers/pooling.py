@@ -12,7 +12,8 @@ contiguous run. So the input, padded past its edge (with −∞ for max, 0 for
 average) to (PH·s) × (PW·s), PH = H_out + d + 1, PW = W_out + d,
 d = (k − 1) // s, is split once into its stride phases: plane (a, b) holds
 the pixels (a + s·r, b + s·c), all C·N planes of a phase flattened into one
-run. Tap (i, j) of every output in the batch is then one contiguous slice of
+run (each plane written straight from the input, the padding filled in
+place). Tap (i, j) of every output in the batch is then one contiguous slice of
 phase (i mod s, j mod s), shifted by (i // s)·PW + j // s. The outputs are
 computed on the PH × PW grid ("wide"); those past H_out × W_out read across a
 plane's edge and are dropped. Backward gathers the input gradient in the
@@ -22,8 +23,8 @@ Where no tap has to be recorded (the forward of average pooling, and of max
 pooling in evaluation) the pooling runs as two 1-D passes instead, since max
 and sum are separable: the windows along H into a (C, N, H_out, W) block (a
 tap is a view of whole rows), then along W. The two passes read the input
-once and half of it again, against the planes' padded copy, split and k²
-taps (docs/performance.md, "Pooling").
+once and half of it again, against the planes' split and k² taps
+(docs/performance.md, "Pooling").
 """
 
 import math
@@ -98,23 +99,23 @@ class _Pool2d(Layer):
         plane_h, plane_w, taps = plan
         s = self.stride
         c, n, h, w = xc.shape
-        padded = xp.empty((c, n, plane_h * s, plane_w * s), dtype=xc.dtype)
         size = c * n * plane_h * plane_w
         tail = max(offset for _, _, offset in taps)
         planes = {phase: xp.empty(size + tail, dtype=xc.dtype)
                   for phase in sorted({phase for _, phase, _ in taps})}
 
-        # in floor mode the last rows or columns may lie past every window: left out
-        h, w = min(h, padded.shape[2]), min(w, padded.shape[3])
-
         def split(lo, hi):
-            padded[lo:hi, :, :h, :w] = xc[lo:hi, :, :h, :w]
-            padded[lo:hi, :, h:] = fill
-            padded[lo:hi, :, :h, w:] = fill
             for (a, b), plane in planes.items():
-                plane[:size].reshape(c, n, plane_h, plane_w)[lo:hi] = padded[lo:hi, :, a::s, b::s]
+                grid = plane[:size].reshape(c, n, plane_h, plane_w)[lo:hi]
+                # this phase's pixels that a window reads (in floor mode the last
+                # rows or columns may lie past every window), then the fill past them
+                pixels = xc[lo:hi, :, a::s, b::s][:, :, :plane_h, :plane_w]
+                rows, cols = pixels.shape[2:]
+                grid[:, :, :rows, :cols] = pixels
+                grid[:, :, rows:] = fill
+                grid[:, :, :rows, cols:] = fill
 
-        threads.for_blocks(xp, c, padded.size, split)
+        threads.for_blocks(xp, c, xc.size, split)
         for plane in planes.values():
             plane[size:] = fill
         return planes
@@ -294,8 +295,11 @@ class AvgPool2d(_Pool2d):
         xc = swap_nc(x)
         counts = self._counts(xp, xc.shape[2:], (h_out, w_out), x.dtype)
         y = self._separable(xc, h_out, w_out, xp.add, divisor=counts)
-        plan = self._plan(h_out, w_out)
-        self.keep((x.shape, plan, self._wide_counts(counts, plan)) if train else None)
+        if train:
+            plan = self._plan(h_out, w_out)
+            self.keep((x.shape, plan, self._wide_counts(counts, plan)))
+        else:
+            self.keep(None)
         return swap_nc(y)
 
     def backward(self, dy):
