@@ -35,12 +35,8 @@ def direct_conv(x, w, stride, padding):
 def factored_layer(c_out, c_in, k, stride, padding, dtype, gain=1.3, path="factored"):
     """An odct3 fixed convolution that always takes ``path`` ('factored' or 'channel')."""
     factors = dictionary_factors("odct3", c_out, c_in, k, gain)
-    layer = FixedConv2d(factors.dense(), stride=stride, padding=padding, dtype=dtype, factors=factors)
-    if path == "factored":
-        layer.MIN_SAVING = 0
-    else:
-        layer.MIN_SAVING, layer.MIN_CHANNEL_SAVING = np.inf, 0
-    return layer
+    return FixedConv2d(factors.dense(), stride=stride, padding=padding, dtype=dtype, factors=factors,
+                       force_path=path)
 
 
 SHAPES = [(192, 96, 5, 1, 2, 9), (192, 192, 3, 1, 1, 6), (192, 3, 5, 1, 2, 10),
@@ -113,6 +109,20 @@ def test_ds_nin_odct3_takes_the_factored_path_where_it_pays(monkeypatch):
     assert build_model("ds-nin", dictionary="odct2-dc")["conv1"].path(32, 32) == "dense"
 
 
+def test_force_path_overrides_the_cost_choice_and_is_checked():
+    factors = dictionary_factors("odct3", 12, 3, 3, 1.0)
+    weight = factors.dense()
+    x = np.random.default_rng(4).standard_normal((2, 3, 6, 5))
+    for path in FixedConv2d.PATHS:
+        layer = FixedConv2d(weight, padding=1, dtype=np.float64, factors=factors, force_path=path)
+        assert layer.path(6, 5) == path
+        np.testing.assert_allclose(layer.forward(x), direct_conv(x, weight, 1, 1), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="force_path must be one of"):
+        FixedConv2d(weight, factors=factors, force_path="fast")
+    with pytest.raises(ValueError, match="needs the weight's factors"):
+        FixedConv2d(weight, force_path="channel")
+
+
 def test_pruned_factors_keep_only_the_frequencies_the_kept_atoms_use():
     factors = dictionary_factors("odct3", 192, 96, 5, 1.0)  # (16, 4, 4) per axis, 12 used channels
     assert factors.a_c.shape == (96, 12)
@@ -181,8 +191,7 @@ def test_channel_path_with_outputs_out_of_frequency_order():
     factors = dictionary_factors("odct3", 192, 3, 5, 1.0).subset([3, 60, 7, 52])
     assert factors.channel_runs() == [(0, 0, 1), (1, 1, 2), (0, 2, 3), (1, 3, 4)]
     weight = factors.dense()
-    layer = FixedConv2d(weight, padding=2, dtype=np.float64, factors=factors)
-    layer.MIN_SAVING, layer.MIN_CHANNEL_SAVING = np.inf, 0
+    layer = FixedConv2d(weight, padding=2, dtype=np.float64, factors=factors, force_path="channel")
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 6, 7))
     y = layer.forward(x)

@@ -196,6 +196,8 @@ class FixedConv2d(Conv2d):
     most ``1 / MIN_SAVING`` of the dense multiply-adds, else through the
     channel DCT alone where that needs at most ``1 / MIN_CHANNEL_SAVING``;
     the dense ``weight`` stays the reference and gives the same result.
+    ``force_path`` ('factored', 'channel' or 'dense'; None: by cost) takes
+    that path whatever it costs (tests, gradcheck, benchmarks).
     """
 
     fixed = True
@@ -212,14 +214,8 @@ class FixedConv2d(Conv2d):
             def build(rng):
                 from minids.models import dictionary_factors
                 factors = dictionary_factors("odct3", c_out, c_in, k, gain=1.5)
-                layer = FixedConv2d(factors.dense(), stride=stride, padding=padding, dtype=np.float64,
-                                    factors=factors)
-                # the path whatever it saves
-                if channel_only:
-                    layer.MIN_SAVING, layer.MIN_CHANNEL_SAVING = np.inf, 0
-                else:
-                    layer.MIN_SAVING = 0
-                return layer
+                return FixedConv2d(factors.dense(), stride=stride, padding=padding, dtype=np.float64,
+                                   factors=factors, force_path="channel" if channel_only else "factored")
             return build
         return [Case("fixedconv5x5 pad2",
                      lambda rng: FixedConv2d(rng.standard_normal((4, 3, 5, 5)), padding=2, dtype=np.float64),
@@ -233,11 +229,17 @@ class FixedConv2d(Conv2d):
                 Case("fixedconv3x3 stride2 odct3 channel-factored",
                      factored(7, 3, 3, stride=2, channel_only=True), normal(2, 3, 7, 8))]
 
-    def __init__(self, weight, stride=1, padding=0, dtype=None, factors=None):
+    PATHS = ("factored", "channel", "dense")
+
+    def __init__(self, weight, stride=1, padding=0, dtype=None, factors=None, force_path=None):
         dtype = as_dtype(dtype)
         c_out, c_in, k, k2 = weight.shape
         if k != k2:
             raise ValueError(f"FixedConv2d needs square kernels, got weight shape {weight.shape}")
+        if force_path not in (None,) + self.PATHS:
+            raise ValueError(f"force_path must be one of {', '.join(self.PATHS)} or None, got {force_path!r}")
+        if force_path in ("factored", "channel") and factors is None:
+            raise ValueError(f"force_path={force_path!r} needs the weight's factors")
         Layer.__init__(self)
         self.c_in, self.c_out, self.k = c_in, c_out, k
         self.stride, self.padding = stride, padding
@@ -245,6 +247,7 @@ class FixedConv2d(Conv2d):
         self.buffers["weight"] = xp.array(weight, dtype=dtype)
         self.params["bias"] = xp.zeros(c_out, dtype=dtype)
         self.factors = factors
+        self.force_path = force_path
 
     def file_attrs(self):
         """Conv2d's, plus with factors 'atoms' (the dictionary column of each output),
@@ -274,6 +277,8 @@ class FixedConv2d(Conv2d):
     def path(self, h, w):
         """How forward computes an h×w input: 'factored', 'channel' (the channel DCT,
         then k×k convolutions per channel frequency) or 'dense'."""
+        if self.force_path is not None:
+            return self.force_path
         costs = self.multiply_adds(h, w)
         for path, saving in (("factored", self.MIN_SAVING), ("channel", self.MIN_CHANNEL_SAVING)):
             if path in costs and costs[path] * saving <= costs["dense"]:
