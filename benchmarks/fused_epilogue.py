@@ -67,11 +67,10 @@ def fused_blocks(w, b, x, dy, block):
     y, mask, dz = np.empty((m, p), w.dtype), np.empty((m, p), bool), np.empty((m, p), w.dtype)
     dx = np.empty((k, p), w.dtype)
     bias = b[:, None]
-    parts = threads._bounds(p, threads.THREADS, threads.MIN_GEMM_SPLIT)
+    parts = threads.gemm_blocks(np, p)
 
     def in_threads(work):
-        tasks = [lambda lo=lo, hi=hi: work(lo, hi) for lo, hi in parts]
-        return threads._run_gemms(tasks) if threads._BLAS and len(tasks) > 1 else [t() for t in tasks]
+        return threads.run_gemms([lambda lo=lo, hi=hi: work(lo, hi) for lo, hi in parts])
 
     def forward():
         def work(lo, hi):

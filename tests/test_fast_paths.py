@@ -229,6 +229,16 @@ def test_for_blocks_covers_the_range_once(split_everything):
     np.testing.assert_array_equal(seen, 1)
 
 
+def test_gemm_blocks_cover_the_range_and_run_gemms_keeps_their_order(split_everything):
+    blocks = threads.gemm_blocks(np, 10)
+    if threads._BLAS:  # minids splits GEMMs only where it controls OpenBLAS's threads
+        assert len(blocks) == 3
+    assert [lo for lo, _ in blocks][0] == 0 and blocks[-1][1] == 10
+    assert all(hi == lo for (_, hi), (lo, _) in zip(blocks, blocks[1:]))
+    results = threads.run_gemms([lambda lo=lo, hi=hi: list(range(lo, hi)) for lo, hi in blocks])
+    assert sum(results, []) == list(range(10))
+
+
 def test_threaded_layers_match_direct_references(rng, split_everything):
     x = rng.standard_normal((3, 5, 7, 6))
     conv = Conv2d(5, 4, 3, padding=1, dtype=np.float64, rng=rng)

@@ -8,6 +8,8 @@ minids splits the work itself:
 * :func:`matmul` splits the columns of the right factor, :func:`matmul_nt`
   (``a @ b.T``) the shared K axis (partial products are summed), one
   single-threaded BLAS call per thread;
+* :func:`gemm_blocks` and :func:`run_gemms` are the same split for other
+  GEMM work (one block of columns per thread);
 * :func:`for_blocks` runs a function over blocks of an axis (channels) in
   parallel; NumPy releases the GIL in copies and ufunc loops;
 * :func:`cache_chunks` cuts a thread's block into pieces small enough that a
@@ -115,8 +117,19 @@ def _bounds(n, parts, minimum):
     return list(zip(edges[:-1], edges[1:]))
 
 
-def _run_gemms(tasks):
-    """Run GEMM callables in parallel with OpenBLAS on one thread meanwhile."""
+def gemm_blocks(xp, n):
+    """The (lo, hi) blocks of range(n) that a GEMM is split into over minids'
+    threads: one per thread, each at least ``MIN_GEMM_SPLIT`` long; a single
+    block on CuPy, without OpenBLAS's thread controls, or for small ``n``."""
+    return _bounds(n, THREADS, MIN_GEMM_SPLIT) if _BLAS and xp is np else [(0, n)]
+
+
+def run_gemms(tasks):
+    """Run GEMM callables (one per :func:`gemm_blocks` block) and return their
+    results: several in parallel with OpenBLAS on one thread meanwhile, a
+    single one in this thread."""
+    if len(tasks) == 1:
+        return [tasks[0]()]
     setter, getter = _BLAS
     before = getter()
     setter(1)
@@ -129,12 +142,12 @@ def _run_gemms(tasks):
 def matmul(a, b, out=None):
     """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N), into ``out`` (M, N) if given."""
     xp = get_array_module(a, b)
-    blocks = _bounds(b.shape[1], THREADS, MIN_GEMM_SPLIT) if _BLAS and xp is np else [None]
+    blocks = gemm_blocks(xp, b.shape[1])
     if len(blocks) == 1:
         return xp.matmul(a, b, out=out)
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
-    _run_gemms([lambda lo=lo, hi=hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+    run_gemms([lambda lo=lo, hi=hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
                 for lo, hi in blocks])
     return out
 
@@ -142,10 +155,10 @@ def matmul(a, b, out=None):
 def matmul_nt(a, b):
     """``a @ b.T`` for ``a`` (M, K) and ``b`` (N, K): a weight gradient, K = pixels."""
     xp = get_array_module(a, b)
-    blocks = _bounds(a.shape[1], THREADS, MIN_GEMM_SPLIT) if _BLAS and xp is np else [None]
+    blocks = gemm_blocks(xp, a.shape[1])
     if len(blocks) == 1:
         return a @ b.T
-    partials = _run_gemms([lambda lo=lo, hi=hi: a[:, lo:hi] @ b[:, lo:hi].T for lo, hi in blocks])
+    partials = run_gemms([lambda lo=lo, hi=hi: a[:, lo:hi] @ b[:, lo:hi].T for lo, hi in blocks])
     total = partials[0]
     for partial in partials[1:]:
         total += partial
