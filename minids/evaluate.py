@@ -1,11 +1,11 @@
 """Test error, per-class accuracy and the confusion matrix of a model on a data set."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from minids.backend import get_module
-from minids.data import get, load
+from minids.data import DATASETS, get, load
 from minids.data.preprocess import stratified_order, subset
 from minids.errors import MinidsError
 from minids.inference import predict
@@ -21,11 +21,13 @@ def confusion_matrix(labels, predictions, num_classes):
 @dataclass
 class Evaluation:
     """Result of :func:`evaluate`: ``confusion`` (K, K) int64 [true, predicted],
-    ``test_error`` (fraction), ``per_class_accuracy`` float64 (K,) (NaN for a class with no images)."""
+    ``test_error`` (fraction), ``per_class_accuracy`` float64 (K,) (NaN for a class
+    with no images) and ``data``, the data set evaluated on (None from :func:`summarize`)."""
 
     confusion: np.ndarray
     test_error: float
     per_class_accuracy: np.ndarray
+    data: str = None
 
     @property
     def count(self):
@@ -42,8 +44,10 @@ def summarize(confusion):
     return Evaluation(confusion, float(error), per_class)
 
 
-def evaluate(weights, data, data_dir=None, device="auto", test_size=None, download=False, extra=True):
-    """Evaluate the weights file ``weights`` on the test split of data set ``data``.
+def evaluate(weights, data=None, data_dir=None, device="auto", test_size=None, download=False,
+             extra=True):
+    """Evaluate the weights file ``weights`` on the test split of data set ``data``
+    (None: the one the weights were trained on, the file's ``dataset`` attribute).
 
     The stored preprocessing statistics are used (not refitted). ``test_size``
     keeps the same deterministic stratified subset as ``minids train
@@ -51,6 +55,11 @@ def evaluate(weights, data, data_dir=None, device="auto", test_size=None, downlo
     """
     xp = get_module(device)
     model = load_model(weights, device="cpu")
+    if data is None:
+        data = model.weights_attrs.get("dataset")
+        if data not in DATASETS:
+            raise MinidsError(f"{weights} does not name a data set minids knows "
+                              f"({data!r}); give --data")
     images, labels = load(data, "test", data_dir, extra=extra, download=download)
     check_compatible(model.weights_attrs, tuple(images.shape[1:]), len(get(data).classes),
                      where=str(weights))
@@ -61,4 +70,4 @@ def evaluate(weights, data, data_dir=None, device="auto", test_size=None, downlo
         images, labels = subset(images, labels, stratified_order(labels, seed)[:test_size])
     model.to(xp)
     predictions = predict(model, images, labels, model.preprocessing, xp)
-    return summarize(confusion_matrix(labels, predictions, model.num_classes))
+    return replace(summarize(confusion_matrix(labels, predictions, model.num_classes)), data=data)

@@ -106,3 +106,21 @@ def test_cli_names_the_classes(weights):
                                        "--device", "cpu", "--test-size", "60"])
     lines = [line for line in result.output.splitlines() if line.startswith("  class ")]
     assert lines[0].endswith("T-shirt/top") and lines[9].endswith("Ankle boot")
+
+
+def test_data_defaults_to_the_set_the_weights_were_trained_on(weights, tmp_path):
+    # the module's run trained on fashion-mnist-mini with --test-size 60
+    result = CliRunner().invoke(main, ["evaluate", str(weights), "--device", "cpu", "--test-size", "60"])
+    assert result.exit_code == 0, result.output
+    error = read_weights(weights).attrs["test_error"]
+    assert f"on fashion-mnist-mini test (60 images): test error {error:.4f}" in result.output
+    assert evaluate(weights, device="cpu", test_size=60).data == "fashion-mnist-mini"
+    # a file that names no known data set needs --data
+    contents = read_weights(weights)
+    del contents.attrs["dataset"]
+    unnamed = tmp_path / "unnamed.h5"
+    write_weights(unnamed, contents)
+    result = CliRunner().invoke(main, ["evaluate", str(unnamed), "--device", "cpu"])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "does not name a data set" in result.output
+    assert "give --data" in result.output
