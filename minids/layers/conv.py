@@ -149,6 +149,16 @@ class Conv2d(Layer):
         threads.for_blocks(xp, self.c_out, rows.size,
                             lambda lo, hi: xp.add(rows[lo:hi], bias[lo:hi], out=rows[lo:hi]))
 
+    def _bias_grad(self, dy_rows):
+        """The bias gradient (c_out,): the row sums of the channel-major output
+        gradient ``dy_rows`` (c_out, N·H·W), split over the cores by channel (each
+        row summed as in one call, so the result does not depend on the split)."""
+        xp = get_array_module(dy_rows)
+        grad = xp.empty(self.c_out, dtype=dy_rows.dtype)
+        threads.for_blocks(xp, self.c_out, dy_rows.size,
+                            lambda lo, hi: dy_rows[lo:hi].sum(axis=1, out=grad[lo:hi]))
+        return grad
+
     def _chunks(self, n, pixels):
         """(start, stop) image ranges whose im2col columns take ≤ CHUNK_BYTES each."""
         per_image = self.c_in * self.k * self.k * pixels * self.bias.dtype.itemsize
@@ -164,7 +174,7 @@ class Conv2d(Layer):
         xp = get_array_module(dy)
         n, c, h, w = x_shape
         dy2 = swap_nc(dy).reshape(self.c_out, -1)
-        self.grads["bias"] = dy2.sum(axis=1)
+        self.grads["bias"] = self._bias_grad(dy2)
         if not self.fixed:
             self.grads["weight"] = threads.matmul_nt(dy2, cols).reshape(self.weight.shape)
         if not self.needs_input_grad:
@@ -314,7 +324,7 @@ class FixedConv2d(Conv2d):
             return self._dense_backward(dy, x_shape, cols)
         xp = get_array_module(dy)
         dy_cn = xp.ascontiguousarray(swap_nc(dy))
-        self.grads["bias"] = dy_cn.reshape(self.c_out, -1).sum(axis=1)
+        self.grads["bias"] = self._bias_grad(dy_cn.reshape(self.c_out, -1))
         if not self.needs_input_grad:
             return None
         n, c, h, w = x_shape
