@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from minids.backend import gpu_available
+from minids.backend import gpu_available, threads
 
 
 def pytest_collection_modifyitems(config, items):
@@ -18,3 +18,11 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def split_everything(monkeypatch):
+    """Split every GEMM and every block loop, however small, over 3 threads."""
+    monkeypatch.setattr(threads, "THREADS", 3)
+    monkeypatch.setattr(threads, "MIN_GEMM_SPLIT", 1)
+    monkeypatch.setattr(threads, "MIN_BLOCK_ELEMENTS", 1)

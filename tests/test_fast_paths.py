@@ -198,14 +198,6 @@ def test_backward_without_training_forward_is_an_error(rng):
         conv.backward(np.ones((1, 3, 2, 2)))
 
 
-@pytest.fixture
-def split_everything(monkeypatch):
-    """Split every GEMM and every block loop, however small, over 3 threads."""
-    monkeypatch.setattr(threads, "THREADS", 3)
-    monkeypatch.setattr(threads, "MIN_GEMM_SPLIT", 1)
-    monkeypatch.setattr(threads, "MIN_BLOCK_ELEMENTS", 1)
-
-
 def test_split_gemms_match_numpy(rng, split_everything):
     a, b, c = rng.standard_normal((4, 7)), rng.standard_normal((7, 11)), rng.standard_normal((5, 7))
     np.testing.assert_allclose(threads.matmul(a, b), a @ b, atol=1e-12)

@@ -43,10 +43,14 @@ SHAPES = [(192, 96, 5, 1, 2, 9), (192, 192, 3, 1, 1, 6), (192, 3, 5, 1, 2, 10),
           (40, 1, 5, 1, 2, 9), (13, 4, 3, 2, 1, 7), (10, 3, 3, 1, 0, 6)]
 
 
+@pytest.mark.parametrize("threaded", [False, True])
 @pytest.mark.parametrize("path", ["factored", "channel"])
 @pytest.mark.parametrize("c_out,c_in,k,stride,padding,size", SHAPES)
 def test_factored_forward_and_input_gradient_equal_the_direct_convolution(c_out, c_in, k, stride,
-                                                                         padding, size, path):
+                                                                         padding, size, path,
+                                                                         threaded, request):
+    if threaded:  # every block loop and GEMM split over 3 threads
+        request.getfixturevalue("split_everything")
     rng = np.random.default_rng(0)
     layer = factored_layer(c_out, c_in, k, stride, padding, np.float64, path=path)
     weight = np.asarray(layer.weight)

@@ -150,15 +150,31 @@ def factored_forward(factors, x_cn, stride, padding):
     k, p = factors.k, padding
     h_out, w_out = output_size(h, k, stride, p), output_size(w, k, stride, p)
     n_u, n_v, n_h = a_c.shape[1], a_v.shape[1], a_h.shape[1]
-    z = threads.matmul(a_c.T, xp.ascontiguousarray(x_cn).reshape(c_in, -1))
-    z_pad = xp.zeros((n_u, n, h + 2 * p, w + 2 * p), dtype=x_cn.dtype)
-    z_pad[:, :, p:p + h, p:p + w] = z.reshape(n_u, n, h, w)
-    rows_v = xp.stack([z_pad[:, :, tap] for tap in _taps(k, stride, h_out)])
+    z = threads.matmul(a_c.T, xp.ascontiguousarray(x_cn).reshape(c_in, -1)).reshape(n_u, n, h, w)
+    # the vertical taps of the zero-padded channel frequencies, (k, U, N, H_out, W + 2p)
+    rows_v = xp.empty((k, n_u, n, h_out, w + 2 * p), dtype=x_cn.dtype)
+
+    def vertical_taps(lo, hi):
+        z_pad = xp.zeros((hi - lo, n, h + 2 * p, w + 2 * p), dtype=x_cn.dtype)
+        z_pad[:, :, p:p + h, p:p + w] = z[lo:hi]
+        for t, tap in enumerate(_taps(k, stride, h_out)):
+            rows_v[t, lo:hi] = z_pad[:, :, tap]
+
+    threads.for_blocks(xp, n_u, rows_v.size, vertical_taps)
     vertical = threads.matmul(a_v.T, rows_v.reshape(k, -1)).reshape(n_v, n_u, n, h_out, w + 2 * p)
-    cols_h = xp.stack([vertical[..., tap] for tap in _taps(k, stride, w_out)])
+    cols_h = xp.empty((k, n_v, n_u, n, h_out, w_out), dtype=x_cn.dtype)
+
+    def horizontal_taps(lo, hi):
+        for t, tap in enumerate(_taps(k, stride, w_out)):
+            cols_h[t, lo:hi] = vertical[lo:hi, ..., tap]
+
+    threads.for_blocks(xp, n_v, cols_h.size, horizontal_taps)
     products = threads.matmul(a_h.T, cols_h.reshape(k, -1))  # (H, V·U·N·H_out·W_out)
     products = products.reshape(n_h * n_v * n_u, n * h_out * w_out)
-    return xp.take(products, rows, axis=0).reshape(factors.c_out, n, h_out, w_out)
+    y = xp.empty((factors.c_out, n * h_out * w_out), dtype=x_cn.dtype)
+    threads.for_blocks(xp, factors.c_out, y.size,
+                        lambda lo, hi: xp.take(products, rows[lo:hi], axis=0, out=y[lo:hi]))
+    return y.reshape(factors.c_out, n, h_out, w_out)
 
 
 def factored_input_grad(factors, dy_cn, x_shape_cn, stride, padding):
@@ -176,18 +192,34 @@ def factored_input_grad(factors, dy_cn, x_shape_cn, stride, padding):
     _, _, h_out, w_out = dy_cn.shape
     k, p = factors.k, padding
     n_u, n_v, n_h = a_c.shape[1], a_v.shape[1], a_h.shape[1]
+    dy2 = dy_cn.reshape(factors.c_out, -1)
+    # the products' gradient: the output gradient at the kept products, zero elsewhere
     d_products = xp.zeros((n_h * n_v * n_u, n * h_out * w_out), dtype=dy_cn.dtype)
-    d_products[rows] = dy_cn.reshape(factors.c_out, -1)
+
+    def scatter(lo, hi):
+        d_products[rows[lo:hi]] = dy2[lo:hi]
+
+    threads.for_blocks(xp, factors.c_out, dy2.size, scatter)
     d_cols_h = threads.matmul(a_h, d_products.reshape(n_h, -1)).reshape(k, n_v, n_u, n, h_out, w_out)
-    d_vertical = xp.zeros((n_v, n_u, n, h_out, w + 2 * p), dtype=dy_cn.dtype)
-    for t, tap in enumerate(_taps(k, stride, w_out)):
-        d_vertical[..., tap] += d_cols_h[t]
+    d_vertical = xp.empty((n_v, n_u, n, h_out, w + 2 * p), dtype=dy_cn.dtype)
+
+    def horizontal_adjoint(lo, hi):
+        d_vertical[lo:hi] = 0
+        for t, tap in enumerate(_taps(k, stride, w_out)):
+            d_vertical[lo:hi, ..., tap] += d_cols_h[t, lo:hi]
+
+    threads.for_blocks(xp, n_v, d_vertical.size, horizontal_adjoint)
     d_rows_v = threads.matmul(a_v, d_vertical.reshape(n_v, -1)).reshape(k, n_u, n, h_out, w + 2 * p)
-    d_z_pad = xp.zeros((n_u, n, h + 2 * p, w + 2 * p), dtype=dy_cn.dtype)
-    for t, tap in enumerate(_taps(k, stride, h_out)):
-        d_z_pad[:, :, tap] += d_rows_v[t]
-    d_z = xp.ascontiguousarray(d_z_pad[:, :, p:p + h, p:p + w]).reshape(n_u, -1)
-    return threads.matmul(a_c, d_z).reshape(c_in, n, h, w)
+    d_z = xp.empty((n_u, n, h, w), dtype=dy_cn.dtype)
+
+    def vertical_adjoint(lo, hi):
+        d_z_pad = xp.zeros((hi - lo, n, h + 2 * p, w + 2 * p), dtype=dy_cn.dtype)
+        for t, tap in enumerate(_taps(k, stride, h_out)):
+            d_z_pad[:, :, tap] += d_rows_v[t, lo:hi]
+        d_z[lo:hi] = d_z_pad[:, :, p:p + h, p:p + w]
+
+    threads.for_blocks(xp, n_u, d_z.size, vertical_adjoint)
+    return threads.matmul(a_c, d_z.reshape(n_u, -1)).reshape(c_in, n, h, w)
 
 
 def channel_factored_forward(factors, x_cn, stride, padding, cols=None):
