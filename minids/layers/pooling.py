@@ -161,8 +161,15 @@ class _Pool2d(Layer):
         xp = get_array_module(dy)
         n, c, h_out, w_out = dy.shape
         plane_h, plane_w, _ = plan
-        wide = xp.zeros((c, n, plane_h, plane_w), dtype=dy.dtype)
-        wide[:, :, :h_out, :w_out] = swap_nc(dy)
+        wide = xp.empty((c, n, plane_h, plane_w), dtype=dy.dtype)
+        dy_cn = swap_nc(dy)
+
+        def fill(lo, hi):
+            wide[lo:hi, :, :h_out, :w_out] = dy_cn[lo:hi]
+            wide[lo:hi, :, h_out:] = 0
+            wide[lo:hi, :, :h_out, w_out:] = 0
+
+        threads.for_blocks(xp, c, wide.size, fill)
         return wide.reshape(-1)
 
     def _narrow(self, wide, plan, c, n, h_out, w_out):
@@ -183,7 +190,7 @@ class _Pool2d(Layer):
         s = self.stride
         per_channel = n * plane_h * plane_w
         xp, dtype = get_array_module(dy_wide), dy_wide.dtype
-        planes = {phase: xp.zeros(c * per_channel, dtype=dtype)
+        planes = {phase: xp.empty(c * per_channel, dtype=dtype)
                   for phase in sorted({phase for _, phase, _ in taps})}
         # the pixels each phase plane holds; those of no plane (no window reads them) get 0
         extents = {(a, b): (min(len(range(a, h, s)), plane_h), min(len(range(b, w, s)), plane_w))
@@ -194,6 +201,8 @@ class _Pool2d(Layer):
 
         def add(lo, hi):
             start, stop = lo * per_channel, hi * per_channel
+            for plane in planes.values():
+                plane[start:stop] = 0
             for index, phase, offset in taps:
                 # the slice stays inside this block's channels: the outputs whose
                 # reads would cross into the next block are past the wide grid's
