@@ -128,10 +128,11 @@ def main(argv=None):
                         help="both dropout layers [default: the model's `minids train` default, "
                              "as in train_step.py]")
     args = parser.parse_args(argv)
+    # before NumPy, PyTorch and minids (which reads MINIDS_THREADS on import) load their thread pools
+    _set_threads(args.threads)
     if args.dropout is None:
         from minids.run_options import DEFAULT_DROPOUT_OF
         args.dropout = DEFAULT_DROPOUT_OF[args.model]
-    _set_threads(args.threads)  # before NumPy and PyTorch load their thread pools
     shape = tuple(int(v) for v in args.shape.split("x"))
     layers, step = profile_minids(args, shape)
     if importlib.util.find_spec("torch") is not None:
