@@ -28,12 +28,14 @@ class ReLU(Layer):
             mask = self.scratch("mask", flat.shape, xp.bool_, xp) if train else None
             # the mask is computed from the clipped values while they are in cache
             chunk_bytes = flat.dtype.itemsize + 1
+            zero = threads.zeros_operand(xp, chunk_bytes, flat.dtype)
 
             def relu(lo, hi):
                 for start, stop in threads.cache_chunks(xp, lo, hi, chunk_bytes):
-                    xp.maximum(flat[start:stop], 0, out=flat[start:stop])
+                    chunk, chunk_zero = flat[start:stop], zero[:stop - start]
+                    xp.maximum(chunk, chunk_zero, out=chunk)
                     if mask is not None:
-                        xp.greater(flat[start:stop], 0, out=mask[start:stop])
+                        xp.greater(chunk, chunk_zero, out=mask[start:stop])
 
             threads.for_blocks(xp, flat.size, flat.size, relu)
             self.keep(swap_nc(mask.reshape(xc.shape)) if train else None)
