@@ -148,7 +148,7 @@ def matmul(a, b, out=None):
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
     run_gemms([lambda lo=lo, hi=hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
-                for lo, hi in blocks])
+               for lo, hi in blocks])
     return out
 
 
