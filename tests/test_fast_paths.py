@@ -225,7 +225,7 @@ def test_gemm_blocks_cover_the_range_and_run_gemms_keeps_their_order(split_every
     blocks = threads.gemm_blocks(np, 10)
     if threads._BLAS:  # minids splits GEMMs only where it controls OpenBLAS's threads
         assert len(blocks) == 3
-    assert [lo for lo, _ in blocks][0] == 0 and blocks[-1][1] == 10
+    assert blocks[0][0] == 0 and blocks[-1][1] == 10
     assert all(hi == lo for (_, hi), (lo, _) in zip(blocks, blocks[1:]))
     results = threads.run_gemms([lambda lo=lo, hi=hi: list(range(lo, hi)) for lo, hi in blocks])
     assert sum(results, []) == list(range(10))

@@ -47,6 +47,15 @@ def pool_output_size(size, k, stride, ceil_mode):
     return out
 
 
+def _embed(grid, block, fill):
+    """Write ``block`` into the first rows and columns (last two axes) of ``grid``
+    and ``fill`` into the rest."""
+    rows, cols = block.shape[-2:]
+    grid[..., :rows, :cols] = block
+    grid[..., rows:, :] = fill
+    grid[..., :rows, cols:] = fill
+
+
 class _Pool2d(Layer):
     """Shared geometry of the k×k, stride-s pooling layers."""
 
@@ -106,14 +115,10 @@ class _Pool2d(Layer):
 
         def split(lo, hi):
             for (a, b), plane in planes.items():
-                grid = plane[:size].reshape(c, n, plane_h, plane_w)[lo:hi]
                 # this phase's pixels that a window reads (in floor mode the last
                 # rows or columns may lie past every window), then the fill past them
-                pixels = xc[lo:hi, :, a::s, b::s][:, :, :plane_h, :plane_w]
-                rows, cols = pixels.shape[2:]
-                grid[:, :, :rows, :cols] = pixels
-                grid[:, :, rows:] = fill
-                grid[:, :, :rows, cols:] = fill
+                _embed(plane[:size].reshape(c, n, plane_h, plane_w)[lo:hi],
+                       xc[lo:hi, :, a::s, b::s][:, :, :plane_h, :plane_w], fill)
 
         threads.for_blocks(xp, c, xc.size, split)
         for plane in planes.values():
@@ -164,12 +169,7 @@ class _Pool2d(Layer):
         wide = xp.empty((c, n, plane_h, plane_w), dtype=dy.dtype)
         dy_cn = swap_nc(dy)
 
-        def fill(lo, hi):
-            wide[lo:hi, :, :h_out, :w_out] = dy_cn[lo:hi]
-            wide[lo:hi, :, h_out:] = 0
-            wide[lo:hi, :, :h_out, w_out:] = 0
-
-        threads.for_blocks(xp, c, wide.size, fill)
+        threads.for_blocks(xp, c, wide.size, lambda lo, hi: _embed(wide[lo:hi], dy_cn[lo:hi], 0))
         return wide.reshape(-1)
 
     def _narrow(self, wide, plan, c, n, h_out, w_out):
