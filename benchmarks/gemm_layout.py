@@ -1,6 +1,7 @@
 """The coefficient layers' GEMMs in minids' channel-major layout and in a channels-last one.
 
-    python benchmarks/gemm_layout.py [--shape 3x32x32] [--batch 128] [--repeats 5] [--json FILE]
+    python benchmarks/gemm_layout.py [--shape 3x32x32] [--batch 128] [--repeats 5] [--row-pad N]
+        [--json FILE]
 
 A 1×1 convolution of a batch is one GEMM per pass. minids keeps activations
 channel-major, (C, N·H·W) in memory, so with weight W (M, K) and input X
@@ -15,7 +16,9 @@ and dYᵀᵀ @ Xᵀ: the same FLOPs on the same data, only the order the BLAS
 sees the operands in differs. This script times both for every coefficient
 layer of DS-NiN at ``--shape`` (one BLAS thread, the best of ``--repeats``)
 and prints GFLOP/s per pass and the milliseconds of one step's coefficient
-GEMMs in each layout; docs/performance.md says what it shows.
+GEMMs in each layout. ``--row-pad N`` gives every channel-major operand and
+result a row pitch of P + N floats instead of P (N·H·W is a multiple of 4 KiB
+at these shapes); docs/performance.md says what it shows.
 """
 
 import argparse
@@ -48,33 +51,43 @@ def coefficient_gemms(shape, batch):
     return gemms
 
 
-def layout_products(w, x_cm, dy_cm):
+def padded_rows(rows, p, row_pad, dtype):
+    """An empty (rows, p) array whose rows lie ``row_pad`` elements further apart than p."""
+    import numpy as np
+
+    return np.empty((rows, p + row_pad), dtype)[:, :p]
+
+
+def layout_products(w, x_cm, dy_cm, row_pad=0):
     """{pass: (channel-major product, channels-last product)} as callables, for weight
     ``w`` (M, K), input ``x_cm`` (K, P) and output gradient ``dy_cm`` (M, P); the
     channels-last ones take contiguous (P, ·) copies and give the transposed result
-    (the weight gradient: the same (M, K))."""
+    (the weight gradient: the same (M, K)). The channel-major ones read copies of
+    ``x_cm`` and ``dy_cm`` and write results with a row pitch of P + ``row_pad``."""
     import numpy as np
 
     x_cl, dy_cl, w_t = (np.ascontiguousarray(a.T) for a in (x_cm, dy_cm, w))
     m, k, p = w.shape + (x_cm.shape[1],)
-    y_cm, dx_cm = np.empty((m, p), w.dtype), np.empty((k, p), w.dtype)
+    x_rows, dy_rows = padded_rows(k, p, row_pad, w.dtype), padded_rows(m, p, row_pad, w.dtype)
+    x_rows[...], dy_rows[...] = x_cm, dy_cm
+    y_cm, dx_cm = padded_rows(m, p, row_pad, w.dtype), padded_rows(k, p, row_pad, w.dtype)
     y_cl, dx_cl = np.empty((p, m), w.dtype), np.empty((p, k), w.dtype)
     return {
-        "forward": (lambda: np.matmul(w, x_cm, out=y_cm), lambda: np.matmul(x_cl, w_t, out=y_cl)),
-        "input gradient": (lambda: np.matmul(w_t, dy_cm, out=dx_cm),
+        "forward": (lambda: np.matmul(w, x_rows, out=y_cm), lambda: np.matmul(x_cl, w_t, out=y_cl)),
+        "input gradient": (lambda: np.matmul(w_t, dy_rows, out=dx_cm),
                            lambda: np.matmul(dy_cl, w, out=dx_cl)),
-        "weight gradient": (lambda: dy_cm @ x_cm.T, lambda: dy_cl.T @ x_cl),
+        "weight gradient": (lambda: dy_rows @ x_rows.T, lambda: dy_cl.T @ x_cl),
     }
 
 
-def measure(m, k, p, repeats):
+def measure(m, k, p, repeats, row_pad=0):
     """{pass: (channel-major s, channels-last s)} for one (M, K, P) layer in float32."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     products = layout_products(rng.standard_normal((m, k), dtype=np.float32),
                                rng.standard_normal((k, p), dtype=np.float32),
-                               rng.standard_normal((m, p), dtype=np.float32))
+                               rng.standard_normal((m, p), dtype=np.float32), row_pad)
     return {phase: tuple(best_seconds(fn, repeats) for fn in pair) for phase, pair in products.items()}
 
 
@@ -86,6 +99,8 @@ def main():
     parser.add_argument("--shape", default="3x32x32", help="C x H x W of one image")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--row-pad", type=int, default=0,
+                        help="floats of padding after each channel-major row [default: 0]")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.shape.split("x"))
@@ -94,7 +109,7 @@ def main():
           f"{'GFLOP/s C-last':>15}")
     for name, m, k, p in coefficient_gemms(shape, args.batch):
         flop = 2.0 * m * k * p
-        for phase, seconds in measure(m, k, p, args.repeats).items():
+        for phase, seconds in measure(m, k, p, args.repeats, args.row_pad).items():
             rate = [flop / s / 1e9 for s in seconds]
             totals = [t + s for t, s in zip(totals, seconds)]
             rows.append({"layer": name, "M": m, "K": k, "P": p, "pass": phase,
@@ -104,7 +119,7 @@ def main():
           f"{totals[1] * 1e3:.0f} ms channels-last ({totals[0] / totals[1]:.2f}x)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"shape": args.shape, "batch": args.batch, "rows": rows}, f, indent=1)
+            json.dump({"shape": args.shape, "batch": args.batch, "row_pad": args.row_pad, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -52,11 +52,14 @@ def test_gemm_layout_times_the_coefficient_layers_and_the_same_products():
     # the channels-last products are the channel-major ones transposed
     rng = np.random.default_rng(0)
     w, x, dy = rng.standard_normal((3, 4)), rng.standard_normal((4, 5)), rng.standard_normal((3, 5))
-    products = module.layout_products(w, x, dy)
-    for (channel_major, channels_last), expected in zip(products.values(), (w @ x, w.T @ dy, dy @ x.T)):
-        np.testing.assert_allclose(channel_major(), expected)
-        last = channels_last()
-        np.testing.assert_allclose(last if last.shape == expected.shape else last.T, expected)
+    for row_pad in (0, 3):
+        products = module.layout_products(w, x, dy, row_pad)
+        for (channel_major, channels_last), expected in zip(products.values(), (w @ x, w.T @ dy, dy @ x.T)):
+            np.testing.assert_allclose(channel_major(), expected)
+            last = channels_last()
+            np.testing.assert_allclose(last if last.shape == expected.shape else last.T, expected)
+    # the padded operands' rows lie row_pad floats further apart
+    assert module.padded_rows(4, 5, 3, np.float32).strides == (4 * 8, 4)
 
 
 @pytest.mark.parametrize("block", [3, 64])
@@ -77,3 +80,43 @@ def test_fused_epilogue_variants_compute_the_layer_and_its_gradients(block):
         np.testing.assert_allclose(dw, dz @ x.T)
         np.testing.assert_allclose(db, dz.sum(axis=1))
         np.testing.assert_allclose(dx, w.T @ dz)
+
+
+def test_fixed_paths_runs_each_fixed_layer_on_every_path_with_its_network_input():
+    import numpy as np
+    from minids.models import build_model
+    module = _load_benchmark("fixed_paths")
+    model = build_model("ds-nin", in_channels=3, widths=(12, 10, 6, 12, 12, 12, 12, 12), dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((2, 3, 12, 12))
+    found = module.fixed_inputs(model, x)
+    # 12x12 -> pool 3/2 ceil -> 6x6 -> 3x3; conv2 sees cccp2's 6 maps, conv3 cccp4's 12
+    assert [(name, inp.shape) for name, _, inp in found] == [
+        ("conv1", (2, 3, 12, 12)), ("conv2", (2, 6, 6, 6)), ("conv3", (2, 12, 3, 3))]
+    assert found[0][2] is x
+    for name, layer, inp in found:
+        weight, bias = layer.buffers["weight"], layer.params["bias"]
+        bias[...] = np.arange(bias.size) / 10
+        k, pad = weight.shape[2], layer.padding
+        # the direct convolution, written here: sums over the taps of the zero-padded input
+        padded = np.pad(inp, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        size = inp.shape[2] + 2 * pad - k + 1
+        expected = bias[None, :, None, None] + sum(
+            np.einsum("nirc,oi->norc", padded[:, :, t:t + size, s:s + size], weight[:, :, t, s])
+            for t in range(k) for s in range(k))
+        outputs = module.path_outputs(layer, inp)
+        assert sorted(outputs) == ["channel", "dense", "factored"]
+        for out in outputs.values():
+            np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-10)
+        assert layer.force_path is None  # the layer's own choice is back
+        times = module.time_paths(layer, inp, first=name == "conv1", repeats=1)
+        assert sorted(times) == ["channel", "dense", "factored"]
+        assert all(eval_s > 0 and train_s > 0 for eval_s, train_s in times.values())
+        assert layer.force_path is None and layer.needs_input_grad
+
+
+def test_fixed_paths_differences_are_relative_to_the_dense_output():
+    import numpy as np
+    module = _load_benchmark("fixed_paths")
+    dense = np.array([[-4.0, 2.0]])
+    diffs = module.relative_differences({"dense": dense, "factored": np.array([[-4.0, 2.5]])})
+    assert diffs == {"dense": 0.0, "factored": 0.5 / 4.0}
