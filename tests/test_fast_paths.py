@@ -128,7 +128,8 @@ def test_sequential_in_place_relus_match_standalone_layers(rng):
               ("c2", Conv2d(4, 3, 1, dtype=np.float64, rng=rng)), ("r2", ReLU()),
               ("pool", MaxPool2d(2, 2))]
     net = Sequential(layers)
-    assert net._inplace_relus() == {1, 3}
+    # r2 runs after the pooling, last: the caller's gradient reaches it, so not in place
+    assert net._schedule() == ([0, 1, 2, 4, 3], {1})
     x = rng.standard_normal((2, 2, 6, 6))
     x_before = x.copy()
     y = net.forward(x)
@@ -146,6 +147,54 @@ def test_sequential_in_place_relus_match_standalone_layers(rng):
     for _, layer in reversed(layers):
         g = layer.backward(g)
     np.testing.assert_array_equal(g, dx)
+
+
+def test_relu_before_max_pooling_runs_after_it_with_the_same_results(rng):
+    """Integer inputs and weights give tied and all-negative pooling windows,
+    where the gradient's way through the pooling could differ: outputs,
+    gradients and the input gradient equal those of the layers run one by one
+    in their order."""
+    def integers(*shape):
+        return rng.integers(-2, 3, shape).astype(np.float64)
+
+    layers = [("c1", Conv2d(2, 4, 3, padding=1, dtype=np.float64, rng=rng)), ("r1", ReLU()),
+              ("p1", MaxPool2d(3, 2, ceil_mode=True)), ("c2", Conv2d(4, 3, 1, dtype=np.float64, rng=rng)),
+              ("r2", ReLU()), ("p2", MaxPool2d(2, 2)), ("c3", Conv2d(3, 2, 1, dtype=np.float64, rng=rng))]
+    for _, layer in layers:
+        for array in layer.params.values():
+            array[...] = integers(*array.shape)
+    layers[0][1].params["bias"][...] = [-12, -6, 0, 3]  # channels mostly negative to mostly positive
+    net = Sequential(layers)
+    assert net._schedule() == ([0, 2, 1, 3, 5, 4, 6], {1, 4})
+    x = integers(2, 2, 7, 7)
+
+    def one_by_one(train):
+        h, inputs = x, {}
+        for name, layer in layers:
+            inputs[name] = h
+            h = layer.forward(h, train=train)
+        return h, inputs
+
+    expected, inputs = one_by_one(train=False)
+    np.testing.assert_array_equal(net.forward(x, train=False), expected)
+    # p1's 3x3 windows (ceil mode) of c1's output: some all <= 0, some tied at a positive max
+    windows = np.lib.stride_tricks.sliding_window_view(
+        np.pad(inputs["r1"], ((0, 0), (0, 0), (0, 1), (0, 1)), constant_values=-np.inf), (3, 3), axis=(2, 3))
+    windows = windows[:, :, ::2, ::2].reshape(-1, 9)
+    top = windows.max(axis=1)
+    assert (top <= 0).any() and ((top > 0) & ((windows == top[:, None]).sum(axis=1) > 1)).any()
+
+    y = net.forward(x)
+    dy = integers(*y.shape)
+    dx, grads = net.backward(dy), {k: v.copy() for k, v in net.grads.items()}
+    expected, _ = one_by_one(train=True)
+    np.testing.assert_array_equal(y, expected)
+    g = dy
+    for _, layer in reversed(layers):
+        g = layer.backward(g)
+    np.testing.assert_array_equal(dx, g)
+    for key, value in net.grads.items():
+        np.testing.assert_array_equal(grads[key], value)
 
 
 @pytest.mark.parametrize("chunk_bytes", [7 * 9, 64 * 9, 1 << 20])
@@ -180,7 +229,7 @@ def test_relu_evaluation_keeps_no_mask(rng, inplace):
 
 def test_trailing_relu_leaves_the_callers_gradient_alone(rng):
     net = Sequential([Conv2d(2, 3, 1, dtype=np.float64, rng=rng), ReLU()])
-    assert net._inplace_relus() == set()
+    assert net._schedule() == ([0, 1], set())
     x = rng.standard_normal((2, 2, 3, 3))
     y = net.forward(x)
     dy = rng.standard_normal(y.shape)

@@ -4,6 +4,7 @@ from minids.layers.activation import ReLU
 from minids.layers.base import Layer
 from minids.layers.conv import Conv2d
 from minids.layers.dropout import Dropout
+from minids.layers.pooling import MaxPool2d
 
 
 class Sequential(Layer):
@@ -14,10 +15,15 @@ class Sequential(Layer):
     name ``"<layer>.<tensor>"`` whose values are the layers' own arrays, so an
     optimizer that updates them in place updates the layers.
 
-    A ReLU right after a convolution runs in place: the convolution's output is
-    a new array that nothing else holds, and so is the gradient that reaches
-    the ReLU in backward when some later layer (not a Dropout or ReLU, which
-    may pass it through) made it.
+    A ReLU right before a max pooling runs after it instead, on the pooled
+    output (a quarter of the values for 3×3 windows of stride 2): the max of
+    the clipped values is the clipped max, and the gradient is the same bit
+    for bit (docs/performance.md, "ReLU before max pooling").
+
+    A ReLU that runs right after a convolution or a max pooling runs in
+    place: that layer's output is a new array that nothing else holds, and so
+    is the gradient that reaches the ReLU in backward when some layer that
+    runs later (not a Dropout or ReLU, which may pass it through) made it.
 
     ``needs_input_grad`` (True by default) mirrors the first layer's flag:
     set it to False on a network whose input gradient is not wanted, and
@@ -42,12 +48,20 @@ class Sequential(Layer):
             raise ValueError(f"{self.layers[0]!r} always computes its input gradient")
         self.layers[0].needs_input_grad = bool(value)
 
-    def _inplace_relus(self):
-        """Indices of the ReLUs that may run in place (see the class docstring)."""
+    def _schedule(self):
+        """(order, in_place): the indices of the layers in the order forward runs
+        them (backward runs it reversed), each ReLU before a max pooling moved
+        after it, and the set of the ReLUs that run in place (class docstring)."""
         layers = self.layers
-        return {i for i, layer in enumerate(layers)
-                if isinstance(layer, ReLU) and i > 0 and isinstance(layers[i - 1], Conv2d)
-                and any(not isinstance(later, (ReLU, Dropout)) for later in layers[i + 1:])}
+        order = list(range(len(layers)))
+        for i in range(len(layers) - 1):
+            if isinstance(layers[i], ReLU) and isinstance(layers[i + 1], MaxPool2d):
+                order[i], order[i + 1] = i + 1, i
+        in_place = {i for position, i in enumerate(order)
+                    if isinstance(layers[i], ReLU) and position > 0
+                    and isinstance(layers[order[position - 1]], (Conv2d, MaxPool2d))
+                    and any(not isinstance(layers[later], (ReLU, Dropout)) for later in order[position + 1:])}
+        return order, in_place
 
     def named_layers(self):
         """List of (name, layer) pairs in order."""
@@ -79,16 +93,17 @@ class Sequential(Layer):
         return self
 
     def forward(self, x, train=True):
-        inplace = self._inplace_relus()
-        for i, layer in enumerate(self.layers):
-            x = layer.forward(x, train, inplace=True) if i in inplace else layer.forward(x, train)
+        order, in_place = self._schedule()
+        for i in order:
+            layer = self.layers[i]
+            x = layer.forward(x, train, inplace=True) if i in in_place else layer.forward(x, train)
         return x
 
     def backward(self, dy):
-        inplace = self._inplace_relus()
-        for i in reversed(range(len(self.layers))):
+        order, in_place = self._schedule()
+        for i in reversed(order):
             layer = self.layers[i]
-            dy = layer.backward(dy, inplace=True) if i in inplace else layer.backward(dy)
+            dy = layer.backward(dy, inplace=True) if i in in_place else layer.backward(dy)
         return dy
 
     def __repr__(self):
