@@ -1,4 +1,4 @@
-"""A coefficient layer with its bias and ReLU: separate passes (minids) or fused per block of pixels.
+"""A coefficient layer with its bias and ReLU: separate passes (minids), fused per block of pixels, or the bias in the GEMMs.
 
     python benchmarks/fused_epilogue.py [--shape 3x32x32] [--batch 128] [--block 4096] [--repeats 5]
 
@@ -9,10 +9,15 @@ product dY ⊙ mask, the bias sum, the weight gradient dY @ Xᵀ and the input
 gradient Wᵀ @ dY. Each element-wise pass streams an activation-sized matrix
 from memory. The fused variant does all of a pass's work on one block of
 ``--block`` pixels (columns) at a time while the block is in cache, so only
-the GEMMs touch memory. Both split the pixels over minids' threads
-(``MINIDS_THREADS``, default all cores) as :mod:`minids.backend.threads`
-does. The script prints milliseconds per layer and pass for DS-NiN's
-coefficient layers at ``--shape``; docs/performance.md says what it shows.
+the GEMMs touch memory. The ones-row variant keeps the whole-batch passes
+but computes the bias inside the GEMMs, as Caffe did: the input carries an
+extra row of ones (which the layer before would allocate with its output),
+so Y = [W | b] @ [X; 1] adds the bias and the weight gradient
+dY @ [X; 1]ᵀ = [dW | db] sums it; the bias pass and the bias sum go. All
+split the pixels over minids' threads (``MINIDS_THREADS``, default all
+cores) as :mod:`minids.backend.threads` does. The script prints
+milliseconds per layer and pass for DS-NiN's coefficient layers at
+``--shape``; docs/performance.md says what it shows.
 """
 
 import argparse
@@ -102,6 +107,39 @@ def fused_blocks(w, b, x, dy, block):
     return forward, backward
 
 
+def ones_row(w, b, x, dy):
+    """The same (forward, backward) as :func:`separate_passes`, the bias computed
+    in the GEMMs through a row of ones below a copy of ``x`` (made here, once)."""
+    import numpy as np
+
+    from minids.backend import threads
+
+    m, k, p = w.shape + (x.shape[1],)
+    x_ones = np.empty((k + 1, p), w.dtype)
+    x_ones[:k], x_ones[k] = x, 1
+    y, mask, dz = np.empty((m, p), w.dtype), np.empty((m, p), bool), np.empty((m, p), w.dtype)
+
+    def forward():
+        threads.matmul(np.concatenate([w, b[:, None]], axis=1), x_ones, out=y)
+
+        def relu(lo, hi):
+            np.maximum(y[lo:hi], 0, out=y[lo:hi])
+            np.greater(y[lo:hi], 0, out=mask[lo:hi])
+
+        threads.for_blocks(np, m, y.size, relu)
+        return y, mask
+
+    def backward():
+        threads.for_blocks(np, m, dz.size, lambda lo, hi: np.multiply(dy[lo:hi], mask[lo:hi], out=dz[lo:hi]))
+        dw_db = threads.matmul_nt(dz, x_ones)
+        return dw_db[:, :k], dw_db[:, k], threads.matmul(w.T, dz)
+
+    return forward, backward
+
+
+VARIANTS = ("separate", "fused", "ones row")
+
+
 def measure(m, k, p, block, repeats):
     """{(variant, pass): seconds} for one (M, K, P) layer in float32."""
     import numpy as np
@@ -110,8 +148,8 @@ def measure(m, k, p, block, repeats):
     w, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal(m, dtype=np.float32)
     x, dy = rng.standard_normal((k, p), dtype=np.float32), rng.standard_normal((m, p), dtype=np.float32)
     times = {}
-    for variant, (forward, backward) in (("separate", separate_passes(w, b, x, dy)),
-                                         ("fused", fused_blocks(w, b, x, dy, block))):
+    for variant, (forward, backward) in zip(VARIANTS, (separate_passes(w, b, x, dy),
+                                                       fused_blocks(w, b, x, dy, block), ones_row(w, b, x, dy))):
         times[variant, "forward"] = best_seconds(forward, repeats)
         times[variant, "backward"] = best_seconds(backward, repeats)
     return times
@@ -129,19 +167,18 @@ def main():
     shape = tuple(int(v) for v in args.shape.split("x"))
     print(f"DS-NiN {args.shape}, batch {args.batch}, {threads.THREADS} threads, block {args.block} "
           f"pixels; ms, best of {args.repeats}")
-    print(f"{'layer':6} {'M':>4} {'K':>4} {'P':>7} {'fw separate':>12} {'fw fused':>9} "
-          f"{'bw separate':>12} {'bw fused':>9}")
+    print(f"{'layer':6} {'M':>4} {'K':>4} {'P':>7} " + " ".join(
+        f"{phase + ' ' + variant:>12}" for phase in ("fw", "bw") for variant in VARIANTS))
     totals = {}
     for name, m, k, p in coefficient_gemms(shape, args.batch):
         times = measure(m, k, p, args.block, args.repeats)
         for key, seconds in times.items():
             totals[key] = totals.get(key, 0.0) + seconds
-        ms = [times[v, phase] * 1e3 for phase in ("forward", "backward") for v in ("separate", "fused")]
-        print(f"{name:6} {m:4d} {k:4d} {p:7d} {ms[0]:12.1f} {ms[1]:9.1f} {ms[2]:12.1f} {ms[3]:9.1f}")
-    separate = (totals["separate", "forward"] + totals["separate", "backward"]) * 1e3
-    fused = (totals["fused", "forward"] + totals["fused", "backward"]) * 1e3
-    print(f"all coefficient layers, forward + backward: {separate:.0f} ms separate, "
-          f"{fused:.0f} ms fused ({separate / fused:.2f}x)")
+        ms = [times[v, phase] * 1e3 for phase in ("forward", "backward") for v in VARIANTS]
+        print(f"{name:6} {m:4d} {k:4d} {p:7d} " + " ".join(f"{t:12.1f}" for t in ms))
+    total = {v: (totals[v, "forward"] + totals[v, "backward"]) * 1e3 for v in VARIANTS}
+    print("all coefficient layers, forward + backward: " + ", ".join(
+        f"{total[v]:.0f} ms {v} ({total['separate'] / total[v]:.2f}x)" for v in VARIANTS))
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ def test_fused_epilogue_variants_compute_the_layer_and_its_gradients(block):
     # y = relu(w x + b); its gradient passes where y > 0
     z = w @ x + b[:, None]
     y, dz = np.maximum(z, 0), dy * (z > 0)
-    for forward, backward in (module.separate_passes(w, b, x, dy), module.fused_blocks(w, b, x, dy, block)):
+    for forward, backward in (module.separate_passes(w, b, x, dy), module.fused_blocks(w, b, x, dy, block),
+                              module.ones_row(w, b, x, dy)):
         out, mask = forward()
         np.testing.assert_allclose(out, y)
         np.testing.assert_array_equal(mask, z > 0)
