@@ -29,6 +29,30 @@ sys.path.insert(0, HERE)
 from gemm_layout import best_seconds, coefficient_gemms  # noqa: E402 (a sibling script)
 
 
+def relu_with_mask(y, mask):
+    """y ← max(y, 0) and mask ← y > 0, in place, whole (M, P) rows split over the threads; (y, mask)."""
+    import numpy as np
+
+    from minids.backend import threads
+
+    def relu(lo, hi):
+        np.maximum(y[lo:hi], 0, out=y[lo:hi])
+        np.greater(y[lo:hi], 0, out=mask[lo:hi])
+
+    threads.for_blocks(np, y.shape[0], y.size, relu)
+    return y, mask
+
+
+def masked_gradient(dy, mask, dz):
+    """dz ← dy ⊙ mask, (M, P) rows split over the threads."""
+    import numpy as np
+
+    from minids.backend import threads
+
+    threads.for_blocks(np, dz.shape[0], dz.size,
+                       lambda lo, hi: np.multiply(dy[lo:hi], mask[lo:hi], out=dz[lo:hi]))
+
+
 def separate_passes(w, b, x, dy):
     """(forward, backward) callables in minids' whole-batch order, for weight ``w``
     (M, K), bias ``b`` (M,), input ``x`` (K, P) and output gradient ``dy`` (M, P).
@@ -46,16 +70,10 @@ def separate_passes(w, b, x, dy):
     def forward():
         threads.matmul(w, x, out=y)
         threads.for_blocks(np, m, y.size, lambda lo, hi: np.add(y[lo:hi], bias[lo:hi], out=y[lo:hi]))
-
-        def relu(lo, hi):
-            np.maximum(y[lo:hi], 0, out=y[lo:hi])
-            np.greater(y[lo:hi], 0, out=mask[lo:hi])
-
-        threads.for_blocks(np, m, y.size, relu)
-        return y, mask
+        return relu_with_mask(y, mask)
 
     def backward():
-        threads.for_blocks(np, m, dz.size, lambda lo, hi: np.multiply(dy[lo:hi], mask[lo:hi], out=dz[lo:hi]))
+        masked_gradient(dy, mask, dz)
         return threads.matmul_nt(dz, x), dz.sum(axis=1), threads.matmul(w.T, dz)
 
     return forward, backward
@@ -121,16 +139,10 @@ def ones_row(w, b, x, dy):
 
     def forward():
         threads.matmul(np.concatenate([w, b[:, None]], axis=1), x_ones, out=y)
-
-        def relu(lo, hi):
-            np.maximum(y[lo:hi], 0, out=y[lo:hi])
-            np.greater(y[lo:hi], 0, out=mask[lo:hi])
-
-        threads.for_blocks(np, m, y.size, relu)
-        return y, mask
+        return relu_with_mask(y, mask)
 
     def backward():
-        threads.for_blocks(np, m, dz.size, lambda lo, hi: np.multiply(dy[lo:hi], mask[lo:hi], out=dz[lo:hi]))
+        masked_gradient(dy, mask, dz)
         dw_db = threads.matmul_nt(dz, x_ones)
         return dw_db[:, :k], dw_db[:, k], threads.matmul(w.T, dz)
 
