@@ -19,6 +19,7 @@ file; docs/performance.md says what the figures show.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -43,30 +44,33 @@ def fixed_inputs(model, x):
     return found
 
 
-class FixedPaths:
-    """Runs a fixed layer on a given path and puts its own choice back afterwards."""
+def paths_of(layer, x):
+    """The paths ``layer`` has for the input ``x`` (those it counts multiply-adds for)."""
+    return list(layer.multiply_adds(*x.shape[2:]))
 
-    def __init__(self, layer):
-        self.layer = layer
-        self.available = [p for p in layer.PATHS if p == "dense" or layer.factors is not None]
 
-    def run(self, path, fn):
-        before, self.layer.force_path = self.layer.force_path, path
-        try:
-            return fn()
-        finally:
-            self.layer.force_path = before
+@contextlib.contextmanager
+def forced(layer, path):
+    """Run ``layer`` on ``path`` inside the block; its own choice is back after it."""
+    before, layer.force_path = layer.force_path, path
+    try:
+        yield
+    finally:
+        layer.force_path = before
 
 
 def path_outputs(layer, x):
     """{path: evaluation output of ``layer`` on ``x``} for every path the layer has."""
-    paths = FixedPaths(layer)
-    return {path: paths.run(path, lambda: layer.forward(x, train=False)) for path in paths.available}
+    outputs = {}
+    for path in paths_of(layer, x):
+        with forced(layer, path):
+            outputs[path] = layer.forward(x, train=False)
+    return outputs
 
 
 def time_paths(layer, x, first, repeats):
     """{path: (evaluation s, training s)}, medians of ``repeats`` turns over the paths."""
-    paths = FixedPaths(layer)
+    paths = paths_of(layer, x)
     y = layer.forward(x, train=False)
     dy = np.empty_like(y)  # the output's layout
     dy[...] = np.random.default_rng(2).standard_normal(y.shape)
@@ -79,18 +83,19 @@ def time_paths(layer, x, first, repeats):
     def evaluate():
         layer.forward(x, train=False)
 
-    runs = {(path, kind): fn for path in paths.available for kind, fn in (("eval", evaluate), ("train", train))}
+    runs = {(path, kind): fn for path in paths for kind, fn in (("eval", evaluate), ("train", train))}
     times = {key: [] for key in runs}
     try:
         for _ in range(repeats + 1):  # the first turn warms up
             for (path, kind), fn in runs.items():
-                start = time.perf_counter()
-                paths.run(path, fn)
-                times[path, kind].append(time.perf_counter() - start)
+                with forced(layer, path):
+                    start = time.perf_counter()
+                    fn()
+                    times[path, kind].append(time.perf_counter() - start)
     finally:
         layer.needs_input_grad = needs_input_grad
     return {path: tuple(statistics.median(times[path, kind][1:]) for kind in ("eval", "train"))
-            for path in paths.available}
+            for path in paths}
 
 
 def relative_differences(outputs):
