@@ -49,28 +49,45 @@ MATCH = "match"      # it defines the run: taken from the file; another value is
 FROM_FILE = "file"   # taken from the file unless given (--epochs: the total to reach)
 
 
-def parse_schedule(spec):
-    """(callable epoch -> multiplier, JSON description) of a ``--lr-schedule`` string."""
+def parse_schedule(spec, flag="--lr-schedule", integer=False):
+    """(callable epoch -> multiplier, JSON description) of a schedule string.
+
+    ``constant``, ``step:EPOCHS:GAMMA`` or ``multistep:E1,E2,...:GAMMA``
+    (epochs counted from 0). ``integer``: GAMMA must be a whole number >= 1
+    (``--batch-schedule``: a step's batch grows by whole mini-batches), and
+    the multiplier is an int. ``flag`` names the option in the error.
+    """
     text = str(spec).strip()
     parts = text.split(":")
     try:
         if parts == ["constant"]:
             return constant(), json.dumps({"spec": text, "kind": "constant"})
-        if parts[0] == "step" and len(parts) == 3:
-            every, gamma = int(parts[1]), float(parts[2])
-            return step_decay(every, gamma), json.dumps(
-                {"spec": text, "kind": "step", "step_epochs": every, "gamma": gamma})
-        if parts[0] == "multistep" and len(parts) == 3:
+        if parts[0] in ("step", "multistep") and len(parts) == 3:
+            gamma = int(parts[2]) if integer else float(parts[2])
+            if integer and gamma < 1:
+                raise ValueError
+            if parts[0] == "step":
+                every = int(parts[1])
+                return step_decay(every, gamma), json.dumps(
+                    {"spec": text, "kind": "step", "step_epochs": every, "gamma": gamma})
             milestones = sorted(int(m) for m in parts[1].split(","))
-            gamma = float(parts[2])
             if any(m < 0 for m in milestones):
                 raise ValueError
             return multistep(milestones, gamma), json.dumps(
                 {"spec": text, "kind": "multistep", "milestones": milestones, "gamma": gamma})
-    except ValueError:
+    except (ValueError, MinidsError):  # MinidsError: step_decay's or multistep's own check
         pass
-    raise MinidsError(f"bad --lr-schedule {text!r}; use constant, step:EPOCHS:GAMMA "
+    if integer:
+        raise MinidsError(f"bad {flag} {text!r}; use constant, step:EPOCHS:FACTOR or "
+                          "multistep:E1,E2,...:FACTOR with a whole FACTOR >= 1 (e.g. multistep:12:10)")
+    raise MinidsError(f"bad {flag} {text!r}; use constant, step:EPOCHS:GAMMA "
                       "or multistep:E1,E2,...:GAMMA (e.g. multistep:8,12:0.1)")
+
+
+def parse_batch_schedule(spec):
+    """(callable epoch -> mini-batches per step (int), JSON description) of a ``--batch-schedule``."""
+    factor, description = parse_schedule(spec, "--batch-schedule", integer=True)
+    return (lambda epoch: int(factor(epoch))), description
 
 
 def default_schedule(epochs, zeta=0.0, zeta_schedule="constant"):
@@ -189,6 +206,11 @@ def _check_schedule(value, cfg, flag):
     return None
 
 
+def _check_batch_schedule(value, cfg, flag):
+    parse_batch_schedule(value)  # raises its own message
+    return None
+
+
 def _widths(ctx, param, value):
     """click callback: ``W1,...,W8`` -> tuple of ints."""
     if value is None:
@@ -248,6 +270,12 @@ OPTIONS = (
          default=lambda c: DEFAULT_BATCH_SIZE_OF.get(c.data, DEFAULT_BATCH_SIZE),
          check=_in_range(1, MAX_BATCH_SIZE, f"in 1..{MAX_BATCH_SIZE}"),
          stored=_stored("batch_size", int), on_resume=MATCH, click={"type": int}),
+    _row("batch_schedule", "constant | step:EPOCHS:FACTOR | multistep:E1,E2:FACTOR (epochs from 0): from "
+         "each listed epoch a step averages the gradients of FACTOR times more --batch-size mini-batches "
+         "(a larger batch, in the memory of one mini-batch; see docs/training.md) [default: constant].",
+         default="constant", check=_check_batch_schedule,
+         stored=_stored("batch_schedule", str, legacy="constant"), on_resume=MATCH,
+         click={"metavar": "SPEC"}),
     _row("lr", "Learning rate ε (dampened momentum: the steady-state step is ε·g) "
          "[default: 0.5 for ds-nin, 0.1 for nin].",
          default=lambda c: DEFAULT_LR[c.model], check=_finite_nonnegative,

@@ -1,7 +1,9 @@
 """One training step of ``minids train`` and the epoch's running sums, kept on the device.
 
-The loop in :mod:`minids.train` calls :func:`train_step` once per batch and
-reads :class:`EpochSums` back every :data:`SYNC_BATCHES` batches (docs/training.md).
+The loop in :mod:`minids.train` calls :func:`train_step` once per batch (or
+:func:`accumulated_step` once per group of mini-batches, under a
+``--batch-schedule``) and reads :class:`EpochSums` back every
+:data:`SYNC_BATCHES` batches (docs/training.md).
 """
 
 
@@ -53,3 +55,30 @@ def train_step(model, loss_fn, optimizer, sums, index, x, y):
     sums.add(index, loss_fn.forward(logits, y), logits, y)
     model.backward(loss_fn.backward())
     optimizer.step(model.params, model.grads)
+
+
+def accumulated_step(model, loss_fn, optimizer, sums, index, batches):
+    """One update from the mini-batches ``batches`` (``[(x, y), ...]``, indices ``index``, ``index + 1``...).
+
+    The gradient is that of the mean loss over all their images,
+    ``sum_i (b_i / B) * g_i`` for mini-batches of ``b_i`` images (``B`` in
+    all) with mean-loss gradients ``g_i``: one step on a batch of ``B``
+    images, while the activations in memory are those of one mini-batch.
+    One mini-batch is :func:`train_step` itself.
+    """
+    if len(batches) == 1:
+        train_step(model, loss_fn, optimizer, sums, index, *batches[0])
+        return
+    total = sum(int(y.shape[0]) for _, y in batches)
+    mean = {}
+    for i, (x, y) in enumerate(batches):
+        logits = model.forward(x, train=True)
+        sums.add(index + i, loss_fn.forward(logits, y), logits, y)
+        model.backward(loss_fn.backward())
+        share = int(y.shape[0]) / total
+        for name, g in model.grads.items():
+            if name in mean:
+                mean[name] += g * share
+            else:
+                mean[name] = g * share
+    optimizer.step(model.params, mean)

@@ -13,6 +13,7 @@ from the next batch. See docs/training.md.
 
 import csv
 import io
+import itertools
 import signal
 import time
 import warnings
@@ -182,6 +183,8 @@ class _Run:
                              where=f"--resume {cfg.resume}")
             self.model = model_from_weights(resumed)
         schedule, _ = run_options.parse_schedule(cfg.lr_schedule)
+        #: epoch -> mini-batches of cfg.batch_size whose mean gradient makes one step
+        self.batches_per_step, _ = run_options.parse_batch_schedule(cfg.batch_schedule)
         self.optimizer = MomentumShrink(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.zeta, schedule,
                                         exclude=unshrunk_params(self.model, cfg.shrink),
                                         zeta_follows_lr=cfg.zeta_schedule == "follow-lr")
@@ -204,6 +207,9 @@ class _Run:
         if resumed is not None:
             check_resumable(resumed, self.model.params, self.columns, len(self.batches),
                             where=f"--resume {cfg.resume}")
+            if self.partial is not None and self.partial["batches"] % self.batches_per_step(self.epoch):
+                raise MinidsError(f"--resume {cfg.resume}: damaged minids weights file: partial_epoch "
+                                  f"stops inside a step of {self.batches_per_step(self.epoch)} mini-batches")
         for col in self.columns:
             self.history.setdefault(col, [])
         self.saved = self.position()  # what the weights file holds (a resumed file: this)
@@ -219,7 +225,7 @@ class _Run:
                 f"{' with TF32' if cfg.tf32 and self.xp is not np else ''}",
                 f"lr {cfg.lr:g} ({cfg.lr_schedule}), momentum {cfg.momentum:g}, weight decay "
                 f"{cfg.weight_decay:g}, zeta {cfg.zeta:g} ({cfg.zeta_schedule}, shrink {cfg.shrink}), "
-                f"batch {cfg.batch_size}, dropout {cfg.dropout:g}, seed {cfg.seed}, epochs {cfg.epochs}; "
+                f"batch {cfg.batch_size}{_batch_growth(cfg.batch_schedule)}, dropout {cfg.dropout:g}, seed {cfg.seed}, epochs {cfg.epochs}; "
                 f"{start}; weights -> {cfg.out}"]
 
     def position(self):
@@ -243,22 +249,25 @@ class _Run:
         sums = step.EpochSums(self.xp, done["loss_sum"], done["errors"])
         total_loss, wrong, read_seen = done["loss_sum"], done["errors"], seen
         bar = self.reporter.epoch_bar(self.epoch + 1, len(self.batches) - first)
-        start = time.perf_counter()
+        groups = _groups(self.batches.epoch(self.epoch, first), self.batches_per_step(self.epoch))
+        start, index = time.perf_counter(), first
         try:
             # A diverging run overflows on the way (also in worker threads, where
             # errstate does not reach); the loss check below reports it.
             with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "(overflow|invalid value) encountered", RuntimeWarning)
-                for index, (x, y) in enumerate(self.batches.epoch(self.epoch, first), start=first):
-                    step.train_step(model, loss_fn, opt, sums, index, x, y)
-                    seen += int(y.shape[0])
-                    last = index + 1 == len(self.batches)
-                    if last or (index + 1 - first) % step.SYNC_BATCHES == 0:
+                for group in groups:
+                    step.accumulated_step(model, loss_fn, opt, sums, index, group)
+                    images = sum(int(y.shape[0]) for _, y in group)
+                    seen, end = seen + images, index + len(group)
+                    last = end == len(self.batches)
+                    if last or (end - first) // step.SYNC_BATCHES > (index - first) // step.SYNC_BATCHES:
                         (total_loss, wrong), read_seen = self._read(sums), seen
-                    bar.update(int(y.shape[0]), total_loss / max(read_seen, 1))
+                    bar.update(images, total_loss / max(read_seen, 1))
+                    index = end
                     if stop.requested and not last:
                         total_loss, wrong = self._read(sums)
-                        self.partial = {"batches": index + 1, "images": seen, "errors": wrong,
+                        self.partial = {"batches": end, "images": seen, "errors": wrong,
                                         "loss_sum": total_loss,
                                         "seconds": done["seconds"] + time.perf_counter() - start}
                         return None
@@ -344,6 +353,17 @@ class _Run:
             raise Interrupted(f"interrupted while saving; {self.cfg.out} holds {self.saved}; "
                               f"`minids train --resume {self.cfg.out}` goes on from there") from None
         self.saved = self.position()
+
+
+def _groups(batches, per_step):
+    """Lists of ``per_step`` consecutive items of the iterator ``batches`` (the last may be shorter)."""
+    while group := list(itertools.islice(batches, per_step)):
+        yield group
+
+
+def _batch_growth(spec):
+    """The header's note on a --batch-schedule ('' when constant)."""
+    return "" if spec == "constant" else f" (mini-batches per step: {spec})"
 
 
 def write_csv(path, columns, history):

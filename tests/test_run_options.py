@@ -8,7 +8,7 @@ from minids import run_options
 from minids.cli.main import main
 from minids.run_options import OPTIONS, RUN_OPTIONS, TrainConfig
 
-GIVEN = dict(data="svhn", model="ds-nin", epochs=7, batch_size=96, lr=0.25, momentum=0.7,
+GIVEN = dict(data="svhn", model="ds-nin", epochs=7, batch_size=96, batch_schedule="multistep:4:3", lr=0.25, momentum=0.7,
              weight_decay=3e-4, zeta=2e-5, zeta_schedule="follow-lr", shrink="coefficients",
              dropout=0.25, lr_schedule="multistep:3,5:0.2", seed=11, extra=False, preprocess="gcn-zca",
              train_size=500, test_size=None, val_size=50, widths=(8, 9, 10, 11, 12, 13, 14, 15),
@@ -26,10 +26,11 @@ def test_stored_options_round_trip_through_the_file_attributes():
 def test_files_of_earlier_versions_read_with_the_old_defaults():
     cfg = TrainConfig(**GIVEN)
     attrs = run_options.to_file(cfg, {"train_size": 500, "test_size": 26032, "val_size": 50})
-    for name in ("shrink", "zeta_schedule", "dropout", "dictionary", "extra", "tf32"):
+    for name in ("shrink", "zeta_schedule", "dropout", "dictionary", "extra", "tf32", "batch_schedule"):
         del attrs[name]
     read = run_options.from_file(attrs)
     assert (read["shrink"], read["zeta_schedule"], read["dropout"]) == ("all", "constant", 0.5)
+    assert read["batch_schedule"] == "constant"
     assert (read["dictionary"], read["extra"], read["tf32"]) == ("odct2", True, False)
 
 
