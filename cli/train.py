@@ -42,13 +42,13 @@ class ConsoleReporter:
         rate = self.images / max(time.perf_counter() - self.start_time, 1e-9)
         return f"loss {loss:.4f}  {rate:.0f} img/s"
 
-    def update(self, images, loss):
-        self.done += 1
+    def update(self, batches, images, loss):
+        self.done += batches
         self.images += images
         if self.quiet:
             return
         if self.bar is not None:
-            self.bar.update(1, self._status(loss))
+            self.bar.update(batches, self._status(loss))
         elif self.done / self.batches >= self.next_line or self.done == self.batches:
             click.echo(f"  epoch {self.epoch} {self.done}/{self.batches} batches  {self._status(loss)}")
             self.next_line += 0.1

@@ -89,7 +89,8 @@ class SilentReporter:
     """Reporter protocol of :func:`train`; this one prints nothing.
 
     ``start(lines)``: a few lines describing the run; ``epoch_bar(epoch, batches)``
-    returns an object with ``update(images, loss)`` and ``close()``;
+    returns an object with ``update(batches, images, loss)`` (after each step:
+    its mini-batches and images, the epoch's running mean loss) and ``close()``;
     ``row(columns, values)``: one finished epoch.
     """
 
@@ -99,7 +100,7 @@ class SilentReporter:
     def epoch_bar(self, epoch, batches):
         return self
 
-    def update(self, images, loss):
+    def update(self, batches, images, loss):
         pass
 
     def close(self):
@@ -263,7 +264,7 @@ class _Run:
                     last = end == len(self.batches)
                     if last or (end - first) // step.SYNC_BATCHES > (index - first) // step.SYNC_BATCHES:
                         (total_loss, wrong), read_seen = self._read(sums), seen
-                    bar.update(images, total_loss / max(read_seen, 1))
+                    bar.update(len(group), images, total_loss / max(read_seen, 1))
                     index = end
                     if stop.requested and not last:
                         total_loss, wrong = self._read(sums)

@@ -16,12 +16,13 @@ def hand_splitmix64(x):
 
 class SignalAtBatch(SilentReporter):
     """A training reporter that sends this process a real ``signum`` (SIGINT:
-    Ctrl-C, SIGTERM: a scheduler) after the ``at``-th batch of the run."""
+    Ctrl-C, SIGTERM: a scheduler) after the ``at``-th step of the run (one
+    batch, or one group of mini-batches under a ``--batch-schedule``)."""
 
     def __init__(self, at, signum=signal.SIGINT):
         self.at, self.signum, self.count = at, signum, 0
 
-    def update(self, images, loss):
+    def update(self, batches, images, loss):
         self.count += 1
         if self.count == self.at:
             signal.raise_signal(self.signum)

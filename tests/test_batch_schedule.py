@@ -78,6 +78,16 @@ def test_a_grown_epoch_takes_fewer_steps_and_resumes_exactly_after_ctrl_c(tmp_pa
     _assert_same_run(straight, stopped)
 
 
+def test_the_progress_lines_count_mini_batches_and_images(tmp_path):
+    result = invoke("--widths", ",".join(map(str, WIDTHS)), "--train-size", "96", "--test-size", "40",
+                    "--batch-size", "32", "--batch-schedule", "multistep:1:2", "--device", "cpu",
+                    "--epochs", "2", "--out", str(tmp_path / "w.h5"))
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("  epoch 2 ")]
+    # two steps in epoch 2 (2 + 1 mini-batches): a line after each, counted in mini-batches
+    assert [line.split()[2] for line in lines] == ["2/3", "3/3"], result.output
+
+
 def test_resume_refuses_another_batch_schedule(tmp_path):
     out = tmp_path / "run.h5"
     train(tiny(out, epochs=1, batch_schedule="multistep:1:2"))
