@@ -226,7 +226,8 @@ class _Run:
                 f"{' with TF32' if cfg.tf32 and self.xp is not np else ''}",
                 f"lr {cfg.lr:g} ({cfg.lr_schedule}), momentum {cfg.momentum:g}, weight decay "
                 f"{cfg.weight_decay:g}, zeta {cfg.zeta:g} ({cfg.zeta_schedule}, shrink {cfg.shrink}), "
-                f"batch {cfg.batch_size}{_batch_growth(cfg.batch_schedule)}, dropout {cfg.dropout:g}, seed {cfg.seed}, epochs {cfg.epochs}; "
+                f"batch {cfg.batch_size}{_batch_growth(cfg.batch_schedule)}, dropout {cfg.dropout:g}, "
+                f"seed {cfg.seed}, epochs {cfg.epochs}; "
                 f"{start}; weights -> {cfg.out}"]
 
     def position(self):

@@ -7,6 +7,7 @@ import pytest
 
 from helpers import SignalAtBatch
 from minids import step
+from minids.errors import MinidsError
 from minids.layers import SoftmaxNLL
 from minids.models import build_model
 from minids.optim import MomentumShrink
@@ -74,6 +75,12 @@ def test_a_grown_epoch_takes_fewer_steps_and_resumes_exactly_after_ctrl_c(tmp_pa
         train(tiny(stopped, **options), SignalAtBatch(4))  # the 4th step: epoch 2's first group
     with h5py.File(stopped, "r") as f:
         assert f["partial_epoch"].attrs["batches"] == 2 and f["optimizer"].attrs["steps"] == 4
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(stopped.read_bytes())
+    with h5py.File(damaged, "r+") as f:  # a stop after one mini-batch of a two-mini-batch step
+        f["partial_epoch"].attrs["batches"] = 1
+    with pytest.raises(MinidsError, match="partial_epoch stops inside a step of 2 mini-batches"):
+        train(TrainConfig(resume=str(damaged), device="cpu"))
     train(TrainConfig(resume=str(stopped), device="cpu"))
     _assert_same_run(straight, stopped)
 
