@@ -342,11 +342,13 @@ def _check_preprocessing(contents, fields):
         raise fields.damaged("preprocessing/std is not positive")
 
 
-def check_resumable(contents, params, columns, batches_per_epoch, where):
+def check_resumable(contents, params, columns, batches_per_epoch, where, batches_per_step=1):
     """Refuse a file whose training state cannot continue the run exactly.
 
     ``params``: the model's parameters (name -> array); ``columns``: the run's
-    history columns; ``batches_per_epoch``: the training split's batch count.
+    history columns; ``batches_per_epoch``: the training split's batch count;
+    ``batches_per_step``: the mini-batches of one step in the epoch a
+    ``partial_epoch`` is in (its ``--batch-schedule``; a stop comes after a whole step).
     ``where`` names the file in messages (e.g. ``--resume run.h5``).
     """
     def damaged(what):
@@ -370,6 +372,8 @@ def check_resumable(contents, params, columns, batches_per_epoch, where):
     if partial is not None and not 0 < partial["batches"] < batches_per_epoch:
         raise damaged(f"partial_epoch says {partial['batches']} batches of epoch {epoch + 1} are done, "
                       f"an epoch has {batches_per_epoch}")
+    if partial is not None and partial["batches"] % batches_per_step:
+        raise damaged(f"partial_epoch stops inside a step of {batches_per_step} mini-batches")
 
 
 def model_from_weights(contents, dtype=np.float32):

@@ -207,10 +207,7 @@ class _Run:
                                      shuffle=True, seed=cfg.seed)
         if resumed is not None:
             check_resumable(resumed, self.model.params, self.columns, len(self.batches),
-                            where=f"--resume {cfg.resume}")
-            if self.partial is not None and self.partial["batches"] % self.batches_per_step(self.epoch):
-                raise MinidsError(f"--resume {cfg.resume}: damaged minids weights file: partial_epoch "
-                                  f"stops inside a step of {self.batches_per_step(self.epoch)} mini-batches")
+                            where=f"--resume {cfg.resume}", batches_per_step=self.batches_per_step(self.epoch))
         for col in self.columns:
             self.history.setdefault(col, [])
         self.saved = self.position()  # what the weights file holds (a resumed file: this)
