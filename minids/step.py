@@ -51,10 +51,15 @@ def train_step(model, loss_fn, optimizer, sums, index, x, y):
     ``x`` float32 (B, C, H, W) and ``y`` int64 (B,) on the model's device;
     ``sums`` an :class:`EpochSums`. (``benchmarks/train_step.py`` times this.)
     """
+    _forward_backward(model, loss_fn, sums, index, x, y)
+    optimizer.step(model.params, model.grads)
+
+
+def _forward_backward(model, loss_fn, sums, index, x, y):
+    """Batch ``index``'s forward, its epoch sums (no sync) and backward: ``model.grads`` filled."""
     logits = model.forward(x, train=True)
     sums.add(index, loss_fn.forward(logits, y), logits, y)
     model.backward(loss_fn.backward())
-    optimizer.step(model.params, model.grads)
 
 
 def accumulated_step(model, loss_fn, optimizer, sums, index, batches):
@@ -72,9 +77,7 @@ def accumulated_step(model, loss_fn, optimizer, sums, index, batches):
     total = sum(int(y.shape[0]) for _, y in batches)
     mean = {}
     for i, (x, y) in enumerate(batches):
-        logits = model.forward(x, train=True)
-        sums.add(index + i, loss_fn.forward(logits, y), logits, y)
-        model.backward(loss_fn.backward())
+        _forward_backward(model, loss_fn, sums, index + i, x, y)
         share = int(y.shape[0]) / total
         for name, g in model.grads.items():
             if name in mean:
