@@ -20,7 +20,10 @@ Each layer reports its own cost and output shape (``flops``,
 runs through its Kronecker factors (:meth:`FixedConv2d.path`) at the
 multiply-adds of that path (fully factored: channel DCT, vertical and
 horizontal 1-D banks; channel-factored: channel DCT, then a k×k kernel per
-output on one channel frequency), every other layer as above.
+output on one channel frequency), every other layer as above. The path
+depends on the layout the network asks the layer to write
+(:meth:`Sequential.channels_last_outputs`): channels-last, the dense GEMM
+replaces the channel-factored one.
 """
 
 from minids.errors import MinidsError
@@ -49,9 +52,11 @@ def model_flops(model, input_shape):
         raise MinidsError(f"input shape must be (C, H, W) with positive sizes, got {tuple(input_shape)}")
     shape = tuple(int(s) for s in input_shape)
     layers, factored, totals = {}, {}, {"conv": 0, "pool": 0}
+    channels_last = model.channels_last_outputs()
     for name, layer in model.named_layers():
         try:
-            flops, cheaper, out = layer.flops(shape), layer.factored_flops(shape), layer.output_shape(shape)
+            flops, out = layer.flops(shape), layer.output_shape(shape)
+            cheaper = layer.factored_flops(shape, channels_last=name in channels_last)
         except ValueError as err:
             raise MinidsError(f"input shape {tuple(input_shape)} does not fit layer {name}: {err}") from None
         if layer.flops_kind is not None:

@@ -129,7 +129,7 @@ def test_sequential_in_place_relus_match_standalone_layers(rng):
               ("pool", MaxPool2d(2, 2))]
     net = Sequential(layers)
     # r2 runs after the pooling, last: the caller's gradient reaches it, so not in place
-    assert net._schedule() == ([0, 1, 2, 4, 3], {1})
+    assert net._schedule() == ([0, 1, 2, 4, 3], {1}, {0})  # c1 feeds the 1x1 c2: channels-last
     x = rng.standard_normal((2, 2, 6, 6))
     x_before = x.copy()
     y = net.forward(x)
@@ -165,7 +165,7 @@ def test_relu_before_max_pooling_runs_after_it_with_the_same_results(rng):
             array[...] = integers(*array.shape)
     layers[0][1].params["bias"][...] = [-12, -6, 0, 3]  # channels mostly negative to mostly positive
     net = Sequential(layers)
-    assert net._schedule() == ([0, 2, 1, 3, 5, 4, 6], {1, 4})
+    assert net._schedule() == ([0, 2, 1, 3, 5, 4, 6], {1, 4}, set())
     x = integers(2, 2, 7, 7)
 
     def one_by_one(train):
@@ -229,7 +229,7 @@ def test_relu_evaluation_keeps_no_mask(rng, inplace):
 
 def test_trailing_relu_leaves_the_callers_gradient_alone(rng):
     net = Sequential([Conv2d(2, 3, 1, dtype=np.float64, rng=rng), ReLU()])
-    assert net._schedule() == ([0, 1], set())
+    assert net._schedule() == ([0, 1], set(), set())
     x = rng.standard_normal((2, 2, 3, 3))
     y = net.forward(x)
     dy = rng.standard_normal(y.shape)
@@ -254,6 +254,11 @@ def test_split_gemms_match_numpy(rng, split_everything):
     assert threads.matmul(a, b, out=out) is out
     np.testing.assert_allclose(out, a @ b, atol=1e-12)
     np.testing.assert_allclose(threads.matmul_nt(a, c), a @ c.T, atol=1e-12)
+    tall = rng.standard_normal((13, 7))
+    np.testing.assert_allclose(threads.matmul_rows(tall, b), tall @ b, atol=1e-12)
+    out = np.zeros((13, 11))
+    assert threads.matmul_rows(tall, b, out=out) is out
+    np.testing.assert_allclose(out, tall @ b, atol=1e-12)
     if threads._BLAS:
         setter, getter = threads._BLAS
         before = getter()

@@ -64,9 +64,13 @@ def test_factored_flops_of_ds_nin_odct3_by_hand():
     assert counts["factored_layers"]["conv3"] == 2 * conv3
     assert counts["layers"]["conv2"] == 2 * 96 * 25 * 192 * 256  # dense, as before
     # conv1: 3 -> 192 at 5x5 on 32x32, pad 2; (5, 7, 7): 49 outputs per channel frequency, so
-    # 4 of them. Channel DCT 3*4 per pixel, then 25 taps per output
+    # 4 of them. Channel DCT 3*4 per pixel, then 25 taps per output: the layer's channel path
     conv1 = 3 * 4 * 1024 + 192 * 25 * 1024
-    assert counts["factored_layers"]["conv1"] == 2 * conv1
-    saved = (counts["layers"]["conv1"] + counts["layers"]["conv2"] + counts["layers"]["conv3"]
-             - 2 * (conv1 + conv2 + conv3))
+    model = build_model("ds-nin", in_channels=3)
+    assert model["conv1"].factored_flops((3, 32, 32)) == 2 * conv1
+    # in the network every k×k layer feeds a 1×1 one and is asked for a channels-last output:
+    # conv1 (K = 75) writes one and takes the dense GEMM, conv2 and conv3 stay factored
+    assert model.channels_last_outputs() == {"conv1", "conv2", "conv3"}
+    assert counts["factored_layers"]["conv1"] == counts["layers"]["conv1"] == 2 * 3 * 25 * 192 * 1024
+    saved = counts["layers"]["conv2"] + counts["layers"]["conv3"] - 2 * (conv2 + conv3)
     assert counts["factored_total"] == counts["total"] - saved

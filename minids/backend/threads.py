@@ -5,7 +5,8 @@ OpenBLAS degrades badly on a shared machine for the long-K GEMMs of weight
 gradients (docs/performance.md, "What was changed, and why"). So on NumPy
 minids splits the work itself:
 
-* :func:`matmul` splits the columns of the right factor, :func:`matmul_nt`
+* :func:`matmul` splits the columns of the right factor, :func:`matmul_rows`
+  the rows of the left one (a channels-last product), :func:`matmul_nt`
   (``a @ b.T``) the shared K axis (partial products are summed), one
   single-threaded BLAS call per thread;
 * :func:`gemm_blocks` and :func:`run_gemms` are the same split for other
@@ -149,6 +150,20 @@ def matmul(a, b, out=None):
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
     run_gemms([lambda lo=lo, hi=hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
                for lo, hi in blocks])
+    return out
+
+
+def matmul_rows(a, b, out=None):
+    """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N), split over the rows of ``a``,
+    into ``out`` (M, N) if given: the product of a channels-last activation
+    (pixels, channels) with a weight, where M is long and N short."""
+    xp = get_array_module(a, b)
+    blocks = gemm_blocks(xp, a.shape[0])
+    if len(blocks) == 1:
+        return xp.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    run_gemms([lambda lo=lo, hi=hi: np.matmul(a[lo:hi], b, out=out[lo:hi]) for lo, hi in blocks])
     return out
 
 

@@ -22,6 +22,14 @@ any strides. Layers that allocate a 4-D result allocate it channel-major,
 :func:`swap_nc`. A convolution then reads its input and writes its output as
 one contiguous (C, N·H·W) matrix, so a chain of layers runs its GEMMs without
 transposing copies. A plain C-contiguous NCHW input works too (one copy).
+
+The one other layout is channels-last, (N, H, W, C) in memory
+(:func:`is_channels_last`; the view :func:`channels_last_view` hands out):
+a k×k convolution writes it where :class:`~minids.layers.Sequential` asks
+(its output feeds a 1×1 convolution), a 1×1 convolution, a ReLU and a
+pooling keep their input's layout, and a fixed convolution's channel DCT
+reads either (docs/performance.md, "Channels-last 1×1 convolutions": the
+1×1 GEMMs run faster on it).
 """
 
 import numpy as np
@@ -74,8 +82,9 @@ class Layer:
         """Forward FLOPs per image on an input of (C, H, W) (see :mod:`minids.flops`)."""
         return 0
 
-    def factored_flops(self, shape):
-        """The FLOPs minids really computes, where that differs from :meth:`flops` (else None)."""
+    def factored_flops(self, shape, channels_last=False):
+        """The FLOPs minids really computes, where that differs from :meth:`flops` (else None);
+        ``channels_last``: the layer writes its output channels-last (a network asks it to)."""
         return None
 
     def file_attrs(self):
@@ -129,3 +138,27 @@ def swap_nc(x):
     (N, C, H, W) <-> (C, N, H, W). It is its own inverse.
     """
     return x.transpose(1, 0, 2, 3) if x.ndim == 4 else x
+
+
+def is_channels_last(x):
+    """True when the (N, C, H, W) view ``x`` lies channels-last, (N, H, W, C)
+    C-contiguous in memory, and not also channel-major (as a 1-channel or
+    1-image array may: that counts as channel-major)."""
+    return (x.ndim == 4 and not swap_nc(x).flags.c_contiguous
+            and x.transpose(0, 2, 3, 1).flags.c_contiguous)
+
+
+def channels_last_view(rows, n, h, w):
+    """The (N, C, H, W) view of a channels-last (N·H·W, C) matrix ``rows``."""
+    return rows.reshape(n, h, w, rows.shape[1]).transpose(0, 3, 1, 2)
+
+
+def channel_rows(x):
+    """``x`` (N, C, H, W) as a (C, N·H·W) matrix: a view where ``x`` lies
+    channel-major or channels-last (then the transpose of a C-contiguous
+    (N·H·W, C) matrix, which a GEMM reads as it is), else a channel-major copy."""
+    n, c, h, w = x.shape
+    if is_channels_last(x):
+        return x.transpose(0, 2, 3, 1).reshape(n * h * w, c).T
+    xp = get_array_module(x)
+    return xp.ascontiguousarray(swap_nc(x)).reshape(c, n * h * w)

@@ -15,13 +15,24 @@ gradient is needed (a fixed convolution, or evaluation) the columns are built an
 chunk too, so a very large batch never needs its whole column matrix.
 ``needs_input_grad = False`` (set on a network's first layer) skips the input
 gradient: backward then returns None.
+
+Layout (:mod:`minids.layers.base`): a 1×1 convolution of a channels-last
+input computes channels-last, (N·H·W, C_in) @ Wᵀ, the orientation in which
+OpenBLAS runs these GEMMs fastest. A k×k convolution writes its output
+channels-last when forward is asked to (``channels_last=True``) and its
+GEMM is short, K = C_in·k·k ≤ ``MAX_CHANNELS_LAST_K`` (a first layer): its
+columns stay channel-major, and the transposed GEMM on them is faster than
+the channel-major one at K = 75 but slower at NiN's conv2, K = 2,400
+(docs/performance.md, "Channels-last 1×1 convolutions"). Backward follows
+the layout of the output gradient it is given.
 """
 
 import numpy as np
 
 from minids.backend import get_array_module
 from minids.backend import threads
-from minids.layers.base import Layer, as_dtype, check_rank, swap_nc
+from minids.layers.base import (Layer, as_dtype, channel_rows, channels_last_view, check_rank,
+                                is_channels_last, swap_nc)
 from minids.layers.cases import Case, normal
 from minids.layers.im2col import col2im, im2col, output_size
 from minids.layers.separable import (channel_factored_forward, channel_factored_input_grad,
@@ -44,6 +55,8 @@ class Conv2d(Layer):
     fixed = False
     #: False skips the input gradient (backward returns None); for a network's first layer
     needs_input_grad = True
+    #: the longest GEMM K = c_in·k·k of a k×k convolution that writes a channels-last output when asked
+    MAX_CHANNELS_LAST_K = 256
 
     def __init__(self, c_in, c_out, k, stride=1, padding=0, dtype=None, rng=None):
         super().__init__()
@@ -109,7 +122,9 @@ class Conv2d(Layer):
         return (f"{type(self).__name__}({self.c_in}, {self.c_out}, k={self.k}, "
                 f"stride={self.stride}, padding={self.padding})")
 
-    def forward(self, x, train=True):
+    def forward(self, x, train=True, channels_last=False):
+        """``channels_last=True`` asks for the output channels-last; a 1×1
+        convolution keeps its input's layout whatever it is asked (module docstring)."""
         check_rank(self, x)
         if x.shape[1] != self.c_in:
             raise ValueError(f"{self!r} expects {self.c_in} input channels, "
@@ -123,37 +138,70 @@ class Conv2d(Layer):
         weight = self.weight.reshape(self.c_out, -1)
         keep_cols = train and not self.fixed
         pixels = h_out * w_out
+        last = is_channels_last(x) if self.is_pointwise else self._writes_channels_last(channels_last)
         if self.is_pointwise:
-            cols = swap_nc(x).reshape(self.c_in, n * pixels)
-            y = threads.matmul(weight, cols)
+            cols = channel_rows(x)
+            y = self._gemm(weight, cols, last)
         elif keep_cols:
             cols = im2col(x, self.k, self.stride, self.padding,
                           out=self.scratch("cols", weight.shape[1:] + (n * pixels,), x.dtype, xp))
-            y = threads.matmul(weight, cols)
+            y = self._gemm(weight, cols, last)
         else:
             # no weight gradient: unfold a chunk of images at a time and drop the columns
             cols = None
-            y = xp.empty((self.c_out, n * pixels), dtype=x.dtype)
+            y = xp.empty((n * pixels, self.c_out) if last else (self.c_out, n * pixels), dtype=x.dtype)
             for start, stop in self._chunks(n, pixels):
                 block = self.scratch("cols", weight.shape[1:] + ((stop - start) * pixels,), x.dtype, xp)
-                threads.matmul(weight, im2col(x[start:stop], self.k, self.stride, self.padding,
-                                               out=block), out=y[:, start * pixels:stop * pixels])
-        self._add_bias(y)
+                pixel_range = slice(start * pixels, stop * pixels)
+                self._gemm(weight, im2col(x[start:stop], self.k, self.stride, self.padding, out=block),
+                           last, out=y[pixel_range] if last else y[:, pixel_range])
+        self._add_bias(y, last)
         self.keep(("dense", x.shape, cols if keep_cols else None) if train else None)
+        return self._output_view(y, last, n, h_out, w_out)
+
+    def _writes_channels_last(self, asked):
+        """Whether this k×k convolution writes a channels-last output when ``asked`` (module docstring)."""
+        return asked and self.c_in * self.k * self.k <= self.MAX_CHANNELS_LAST_K
+
+    @staticmethod
+    def _gemm(weight, cols, last, out=None):
+        """``weight`` (c_out, K) @ ``cols`` (K, P): channel-major (c_out, P), or
+        with ``last`` its transpose, the channels-last (P, c_out)."""
+        if last:
+            return threads.matmul_rows(cols.T, weight.T, out=out)
+        return threads.matmul(weight, cols, out=out)
+
+    def _output_view(self, y, last, n, h_out, w_out):
+        """The (N, c_out, H_out, W_out) view of the output matrix ``y``, (c_out, P) or with ``last`` (P, c_out)."""
+        if last:
+            return channels_last_view(y, n, h_out, w_out)
         return swap_nc(y.reshape(self.c_out, n, h_out, w_out))
 
-    def _add_bias(self, y):
-        """Add the bias to the channel-major output ``y`` (c_out, ...) in place, split over the cores."""
+    def _add_bias(self, y, last=False):
+        """Add the bias to the output matrix ``y``, channel-major (c_out, P) or with
+        ``last`` channels-last (P, c_out), in place, split over the cores."""
         xp = get_array_module(y)
-        rows, bias = y.reshape(self.c_out, -1), self.bias[:, None]
-        threads.for_blocks(xp, self.c_out, rows.size,
-                            lambda lo, hi: xp.add(rows[lo:hi], bias[lo:hi], out=rows[lo:hi]))
+        if last:
+            threads.for_blocks(xp, y.shape[0], y.size,
+                                lambda lo, hi: xp.add(y[lo:hi], self.bias, out=y[lo:hi]))
+            return
+        bias = self.bias[:, None]
+        threads.for_blocks(xp, self.c_out, y.size,
+                            lambda lo, hi: xp.add(y[lo:hi], bias[lo:hi], out=y[lo:hi]))
 
-    def _bias_grad(self, dy_rows):
-        """The bias gradient (c_out,): the row sums of the channel-major output
-        gradient ``dy_rows`` (c_out, N·H·W), split over the cores by channel (each
-        row summed as in one call, so the result does not depend on the split)."""
-        xp = get_array_module(dy_rows)
+    def _bias_grad(self, dy):
+        """The bias gradient (c_out,): the sums over images and pixels of the output
+        gradient ``dy`` (N, c_out, H, W). Channel-major, split over the cores by
+        channel (each channel summed as in one call, so the result does not depend
+        on the split); channels-last, by pixels, the blocks' sums added in order."""
+        xp = get_array_module(dy)
+        if is_channels_last(dy):
+            rows = channel_rows(dy).T  # (P, c_out), C-contiguous
+            sums = {}
+            threads.for_blocks(xp, rows.shape[0], rows.size,
+                                lambda lo, hi: sums.__setitem__(lo, rows[lo:hi].sum(axis=0)))
+            return sum(sums[lo] for lo in sorted(sums))
+        dy_rows = channel_rows(dy)
         grad = xp.empty(self.c_out, dtype=dy_rows.dtype)
         threads.for_blocks(xp, self.c_out, dy_rows.size,
                             lambda lo, hi: dy_rows[lo:hi].sum(axis=1, out=grad[lo:hi]))
@@ -173,14 +221,16 @@ class Conv2d(Layer):
         """Backward through the im2col GEMMs; ``cols`` are forward's columns (None if fixed)."""
         xp = get_array_module(dy)
         n, c, h, w = x_shape
-        dy2 = swap_nc(dy).reshape(self.c_out, -1)
-        self.grads["bias"] = self._bias_grad(dy2)
+        self.grads["bias"] = self._bias_grad(dy)
+        dy2 = channel_rows(dy)  # (c_out, P); the transpose of a (P, c_out) matrix if channels-last
         if not self.fixed:
             self.grads["weight"] = threads.matmul_nt(dy2, cols).reshape(self.weight.shape)
         if not self.needs_input_grad:
             return None
         weight = self.weight.reshape(self.c_out, -1)
         if self.is_pointwise:
+            if is_channels_last(dy):
+                return channels_last_view(threads.matmul_rows(dy2.T, weight), n, h, w)
             return swap_nc(threads.matmul(weight.T, dy2).reshape(c, n, h, w))
         pixels = dy2.shape[1] // n
         dx = xp.zeros((c, n, h, w), dtype=dy.dtype)
@@ -270,10 +320,10 @@ class FixedConv2d(Conv2d):
             attrs["gain"] = float(self.factors.gain)
         return attrs
 
-    def factored_flops(self, shape):
+    def factored_flops(self, shape, channels_last=False):
         """2 × the multiply-adds of the path forward takes, where that is not the dense one, else None."""
         _, h, w = shape
-        path = self.path(h, w)
+        path = self.path(h, w, channels_last)
         return None if path == "dense" else 2 * self.multiply_adds(h, w)[path]
 
     def multiply_adds(self, h, w):
@@ -284,49 +334,58 @@ class FixedConv2d(Conv2d):
             costs["channel"] = self.factors.channel_multiply_adds(h, w, self.stride, self.padding)
         return costs
 
-    def path(self, h, w):
+    def path(self, h, w, channels_last=False):
         """How forward computes an h×w input: 'factored', 'channel' (the channel DCT,
-        then k×k convolutions per channel frequency) or 'dense'."""
+        then k×k convolutions per channel frequency) or 'dense'. Where forward is
+        asked for a channels-last output (``channels_last``) and writes one, the
+        dense GEMM replaces the channel-factored path: that path's GEMMs, one per
+        channel frequency, would each write a slice of every channels-last row,
+        which made conv1 slower than the dense GEMM (docs/performance.md)."""
         if self.force_path is not None:
             return self.force_path
         costs = self.multiply_adds(h, w)
         for path, saving in (("factored", self.MIN_SAVING), ("channel", self.MIN_CHANNEL_SAVING)):
             if path in costs and costs[path] * saving <= costs["dense"]:
+                if path == "channel" and self._writes_channels_last(channels_last):
+                    return "dense"
                 return path
         return "dense"
 
-    def forward(self, x, train=True):
+    def forward(self, x, train=True, channels_last=False):
+        """``channels_last=True`` asks for the output channels-last: the dense path
+        writes it (:meth:`Conv2d.forward`), the factored ones stay channel-major."""
         check_rank(self, x)
         if x.shape[1] != self.c_in:
             raise ValueError(f"{self!r} expects {self.c_in} input channels, "
                              f"got shape {tuple(x.shape)}")
         n, _, h, w = x.shape
-        path = self.path(h, w)
+        path = self.path(h, w, channels_last)
         if path == "dense":
-            return super().forward(x, train)
+            return super().forward(x, train, channels_last)
         if h + 2 * self.padding < self.k or w + 2 * self.padding < self.k:
             raise ValueError(f"{self!r}: input {tuple(x.shape)} is smaller than the kernel")
         if path == "factored":
-            y = factored_forward(self.factors, swap_nc(x), self.stride, self.padding)
+            y = factored_forward(self.factors, x, self.stride, self.padding)
         else:
             pixels = output_size(h, self.k, self.stride, self.padding) * output_size(
                 w, self.k, self.stride, self.padding)
             cols = self.scratch("cols", (self.factors.a_c.shape[1] * self.k * self.k, n * pixels),
                                 x.dtype, get_array_module(x))
-            y = channel_factored_forward(self.factors, swap_nc(x), self.stride, self.padding, cols=cols)
-        self._add_bias(y)
-        self.keep((path, x.shape, None) if train else None)
+            y = channel_factored_forward(self.factors, x, self.stride, self.padding, cols=cols)
+        self._add_bias(y.reshape(self.c_out, -1))
+        # the input gradient is handed back in the input's layout
+        self.keep((path, x.shape, is_channels_last(x)) if train else None)
         return swap_nc(y)
 
     def backward(self, dy):
-        path, x_shape, cols = self.take()
+        path, x_shape, kept = self.take()  # kept: the columns (dense), else the input's layout
         if path == "dense":
-            return self._dense_backward(dy, x_shape, cols)
-        xp = get_array_module(dy)
-        dy_cn = xp.ascontiguousarray(swap_nc(dy))
-        self.grads["bias"] = self._bias_grad(dy_cn.reshape(self.c_out, -1))
+            return self._dense_backward(dy, x_shape, kept)
+        self.grads["bias"] = self._bias_grad(dy)
         if not self.needs_input_grad:
             return None
-        n, c, h, w = x_shape
+        n, _, h, w = x_shape
         input_grad = factored_input_grad if path == "factored" else channel_factored_input_grad
-        return swap_nc(input_grad(self.factors, dy_cn, (c, n, h, w), self.stride, self.padding))
+        dx = input_grad(self.factors, channel_rows(dy), x_shape, self.stride, self.padding,
+                        channels_last=kept)
+        return channels_last_view(dx, n, h, w) if kept else swap_nc(dx)

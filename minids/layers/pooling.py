@@ -19,6 +19,12 @@ computed on the PH × PW grid ("wide"); those past H_out × W_out read across a
 plane's edge and are dropped. Backward gathers the input gradient in the
 same planes and interleaves them once.
 
+A channels-last input ((N, H, W, C) in memory, :mod:`minids.layers.base`)
+is pooled in its own layout, and so is its gradient: both layouts are one
+5-D view (L, M, H, W, I) of the same code, (C, N, H, W, 1) channel-major and
+(N, 1, H, W, C) channels-last, whose blocks of the lead axis L go to the
+threads; a tap's slice is then I times as far along the flat planes.
+
 Where no tap has to be recorded (the forward of average pooling, and of max
 pooling in evaluation) the pooling runs as two 1-D passes instead, since max
 and sum are separable: the windows along H into a (C, N, H_out, W) block (a
@@ -31,7 +37,7 @@ import math
 
 from minids.backend import get_array_module
 from minids.backend import threads
-from minids.layers.base import Layer, check_rank, swap_nc
+from minids.layers.base import Layer, check_rank, is_channels_last, swap_nc
 from minids.layers.cases import Case, distinct, normal
 
 
@@ -47,13 +53,24 @@ def pool_output_size(size, k, stride, ceil_mode):
     return out
 
 
+def _as5(x, last):
+    """The (N, C, H, W) view ``x`` as the 5-D view pooling works on: (N, 1, H, W, C)
+    if ``last`` (channels-last), else (C, N, H, W, 1) (module docstring)."""
+    return x.transpose(0, 2, 3, 1)[:, None] if last else swap_nc(x)[..., None]
+
+
+def _as4(x5, last):
+    """The (N, C, H, W) view of a 5-D view from :func:`_as5`."""
+    return x5[:, 0].transpose(0, 3, 1, 2) if last else swap_nc(x5[..., 0])
+
+
 def _embed(grid, block, fill):
-    """Write ``block`` into the first rows and columns (last two axes) of ``grid``
-    and ``fill`` into the rest."""
-    rows, cols = block.shape[-2:]
-    grid[..., :rows, :cols] = block
-    grid[..., rows:, :] = fill
-    grid[..., :rows, cols:] = fill
+    """Write the 5-D ``block`` into the first rows and columns (axes 2 and 3) of
+    ``grid`` and ``fill`` into the rest."""
+    rows, cols = block.shape[2:4]
+    grid[:, :, :rows, :cols] = block
+    grid[:, :, rows:] = fill
+    grid[:, :, :rows, cols:] = fill
 
 
 class _Pool2d(Layer):
@@ -100,49 +117,49 @@ class _Pool2d(Layer):
                 for i in range(self.k) for j in range(self.k)]
         return h_out + d + 1, plane_w, taps
 
-    def _phase_planes(self, xc, plan, fill):
-        """{phase: flat plane run} of the channel-major input ``xc`` (C, N, H, W):
-        C·N·PH·PW elements (the padded input's pixels of that phase, ``fill``
+    def _phase_planes(self, x5, plan, fill):
+        """{phase: flat plane run} of the 5-D input ``x5`` (L, M, H, W, I):
+        L·M·PH·PW·I elements (the padded input's pixels of that phase, ``fill``
         past the input) plus a tail that the last taps' slices run into."""
-        xp = get_array_module(xc)
+        xp = get_array_module(x5)
         plane_h, plane_w, taps = plan
         s = self.stride
-        c, n, h, w = xc.shape
-        size = c * n * plane_h * plane_w
-        tail = max(offset for _, _, offset in taps)
-        planes = {phase: xp.empty(size + tail, dtype=xc.dtype)
+        lead, mid, _, _, inner = x5.shape
+        size = lead * mid * plane_h * plane_w * inner
+        tail = max(offset for _, _, offset in taps) * inner
+        planes = {phase: xp.empty(size + tail, dtype=x5.dtype)
                   for phase in sorted({phase for _, phase, _ in taps})}
 
         def split(lo, hi):
             for (a, b), plane in planes.items():
                 # this phase's pixels that a window reads (in floor mode the last
                 # rows or columns may lie past every window), then the fill past them
-                _embed(plane[:size].reshape(c, n, plane_h, plane_w)[lo:hi],
-                       xc[lo:hi, :, a::s, b::s][:, :, :plane_h, :plane_w], fill)
+                _embed(plane[:size].reshape(lead, mid, plane_h, plane_w, inner)[lo:hi],
+                       x5[lo:hi, :, a::s, b::s][:, :, :plane_h, :plane_w], fill)
 
-        threads.for_blocks(xp, c, xc.size, split)
+        threads.for_blocks(xp, lead, x5.size, split)
         for plane in planes.values():
             plane[size:] = fill
         return planes
 
-    def _separable(self, xc, h_out, w_out, fold, divisor=None):
-        """The pooled (C, N, H_out, W_out) block of the channel-major input ``xc``
-        (C, N, H, W) by two 1-D passes, along H then along W (module docstring).
+    def _separable(self, x5, h_out, w_out, fold, divisor=None):
+        """The pooled (L, M, H_out, W_out, I) block of the 5-D input ``x5``
+        (L, M, H, W, I) by two 1-D passes, along H then along W (module docstring).
         ``fold(acc, window, out=acc)`` (``xp.maximum`` or ``xp.add``) folds a tap
         into the windows it reaches; ``divisor`` (H_out, W_out), if given, divides
         the result."""
-        xp = get_array_module(xc)
-        c, n, _, w = xc.shape
-        columns = self.scratch("columns", (c, n, h_out, w), xc.dtype, xp)
-        y = xp.empty((c, n, h_out, w_out), dtype=xc.dtype)
+        xp = get_array_module(x5)
+        lead, mid, _, w, inner = x5.shape
+        columns = self.scratch("columns", (lead, mid, h_out, w, inner), x5.dtype, xp)
+        y = xp.empty((lead, mid, h_out, w_out, inner), dtype=x5.dtype)
 
         def pool(lo, hi):
-            self._pool_axis(xc[lo:hi], columns[lo:hi], 2, fold)
+            self._pool_axis(x5[lo:hi], columns[lo:hi], 2, fold)
             self._pool_axis(columns[lo:hi], y[lo:hi], 3, fold)
             if divisor is not None:
-                y[lo:hi] /= divisor
+                y[lo:hi] /= divisor[:, :, None]
 
-        threads.for_blocks(xp, c, xc.size, pool)
+        threads.for_blocks(xp, lead, x5.size, pool)
         return y
 
     def _pool_axis(self, src, dst, axis, fold):
@@ -160,61 +177,65 @@ class _Pool2d(Layer):
                 acc = dst[lead + (slice(0, reached),)]
                 fold(acc, window, out=acc)
 
-    def _wide(self, dy, plan):
+    def _wide(self, dy, plan, last):
         """The output gradient (N, C, H_out, W_out) on the wide grid, zero past the
-        outputs: flat (C·N·PH·PW,)."""
+        outputs, in the layout of :func:`_as5` with ``last``: flat (L·M·PH·PW·I,)."""
         xp = get_array_module(dy)
-        n, c, h_out, w_out = dy.shape
         plane_h, plane_w, _ = plan
-        wide = xp.empty((c, n, plane_h, plane_w), dtype=dy.dtype)
-        dy_cn = swap_nc(dy)
+        dy5 = _as5(dy, last)
+        lead, mid, _, _, inner = dy5.shape
+        wide = xp.empty((lead, mid, plane_h, plane_w, inner), dtype=dy.dtype)
 
-        threads.for_blocks(xp, c, wide.size, lambda lo, hi: _embed(wide[lo:hi], dy_cn[lo:hi], 0))
+        threads.for_blocks(xp, lead, wide.size, lambda lo, hi: _embed(wide[lo:hi], dy5[lo:hi], 0))
         return wide.reshape(-1)
 
-    def _narrow(self, wide, plan, c, n, h_out, w_out):
-        """The outputs (N, C, H_out, W_out), channel-major, from a flat wide result."""
+    def _narrow(self, wide, plan, shape5, last):
+        """The outputs (N, C, H_out, W_out), in the layout of :func:`_as5` with
+        ``last``, from a flat wide result; ``shape5`` is their (L, M, H_out, W_out, I)."""
         xp = get_array_module(wide)
         plane_h, plane_w, _ = plan
-        grid = wide.reshape(c, n, plane_h, plane_w)
-        return swap_nc(xp.ascontiguousarray(grid[:, :, :h_out, :w_out]))
+        lead, mid, h_out, w_out, inner = shape5
+        grid = wide.reshape(lead, mid, plane_h, plane_w, inner)
+        return _as4(xp.ascontiguousarray(grid[:, :, :h_out, :w_out]), last)
 
-    def _spread(self, x_shape, plan, dy_wide, term):
-        """The input gradient, an (N, C, H, W) view, from the wide output gradient
-        ``dy_wide`` (:meth:`_wide`): for every tap, ``term(index, start, stop)`` —
-        the gradient that tap ``index`` sends from the wide outputs [start, stop)
-        — added at the plane positions the tap read, then the planes
-        interleaved into the input's pixels."""
+    def _spread(self, x_shape, plan, dy_wide, term, last):
+        """The input gradient, an (N, C, H, W) view in the layout of :func:`_as5`
+        with ``last``, from the wide output gradient ``dy_wide`` (:meth:`_wide`):
+        for every tap, ``term(index, start, stop)`` — the gradient that tap
+        ``index`` sends from the wide outputs [start, stop) — added at the plane
+        positions the tap read, then the planes interleaved into the input's pixels."""
         n, c, h, w = x_shape
+        lead, mid, inner = (n, 1, c) if last else (c, n, 1)
         plane_h, plane_w, taps = plan
         s = self.stride
-        per_channel = n * plane_h * plane_w
+        per_lead = mid * plane_h * plane_w * inner
         xp, dtype = get_array_module(dy_wide), dy_wide.dtype
-        planes = {phase: xp.empty(c * per_channel, dtype=dtype)
+        planes = {phase: xp.empty(lead * per_lead, dtype=dtype)
                   for phase in sorted({phase for _, phase, _ in taps})}
         # the pixels each phase plane holds; those of no plane (no window reads them) get 0
         extents = {(a, b): (min(len(range(a, h, s)), plane_h), min(len(range(b, w, s)), plane_w))
                    for a, b in planes}
         covered = len(planes) == s * s and all(
             extents[a, b] == (len(range(a, h, s)), len(range(b, w, s))) for a, b in planes)
-        dx = (xp.empty if covered else xp.zeros)((c, n, h, w), dtype=dtype)
+        dx = (xp.empty if covered else xp.zeros)((lead, mid, h, w, inner), dtype=dtype)
 
         def add(lo, hi):
-            start, stop = lo * per_channel, hi * per_channel
+            start, stop = lo * per_lead, hi * per_lead
             for plane in planes.values():
                 plane[start:stop] = 0
             for index, phase, offset in taps:
-                # the slice stays inside this block's channels: the outputs whose
-                # reads would cross into the next block are past the wide grid's
-                # last real row, and their gradient is zero
-                planes[phase][start + offset:stop] += term(index, start, stop - offset)
+                # the slice stays inside this block: the outputs whose reads would
+                # cross into the next block are past the wide grid's last real
+                # row, and their gradient is zero
+                shift = offset * inner
+                planes[phase][start + shift:stop] += term(index, start, stop - shift)
             for (a, b), plane in planes.items():
                 rows, cols = extents[a, b]
-                grid = plane.reshape(c, n, plane_h, plane_w)
+                grid = plane.reshape(lead, mid, plane_h, plane_w, inner)
                 dx[lo:hi, :, a::s, b::s][:, :, :rows, :cols] = grid[lo:hi, :, :rows, :cols]
 
-        threads.for_blocks(xp, c, dx.size, add)
-        return swap_nc(dx)
+        threads.for_blocks(xp, lead, dx.size, add)
+        return _as4(dx, last)
 
 
 class MaxPool2d(_Pool2d):
@@ -230,27 +251,28 @@ class MaxPool2d(_Pool2d):
     def forward(self, x, train=True):
         xp = get_array_module(x)
         h_out, w_out = self._geometry(x)
-        xc = swap_nc(x)
+        last = is_channels_last(x)
+        x5 = _as5(x, last)
         if not train:  # evaluation needs only the max
             self.keep(None)
-            return swap_nc(self._separable(xc, h_out, w_out, xp.maximum))
-        c, n = xc.shape[:2]
+            return _as4(self._separable(x5, h_out, w_out, xp.maximum), last)
+        lead, mid, _, _, inner = x5.shape
         plan = self._plan(h_out, w_out)
-        planes = self._phase_planes(xc, plan, -xp.inf)
-        size = c * n * plan[0] * plan[1]
+        planes = self._phase_planes(x5, plan, -xp.inf)
+        size = lead * mid * plan[0] * plan[1] * inner
         y = xp.empty(size, dtype=x.dtype)
-        per_channel = size // c
+        per_lead = size // lead
         # which tap won each window, for backward
         argmax = xp.zeros(size, dtype=xp.uint8)
         improved = xp.empty(size, dtype=xp.bool_)
         tagged = xp.empty(size, dtype=xp.uint8)
 
         def pool(lo, hi):
-            start, stop = lo * per_channel, hi * per_channel
+            start, stop = lo * per_lead, hi * per_lead
             best = y[start:stop]
             arg, better, tag = argmax[start:stop], improved[start:stop], tagged[start:stop]
             for index, phase, offset in plan[2]:
-                window = planes[phase][start + offset:stop + offset]
+                window = planes[phase][start + offset * inner:stop + offset * inner]
                 if index == 0:  # tap (0, 0) lies inside every window
                     best[...] = window
                     continue
@@ -261,15 +283,15 @@ class MaxPool2d(_Pool2d):
                 xp.maximum(arg, tag, out=arg)
                 xp.maximum(best, window, out=best)
 
-        threads.for_blocks(xp, c, size, pool)
-        self.keep((x.shape, plan, argmax))
-        return self._narrow(y, plan, c, n, h_out, w_out)
+        threads.for_blocks(xp, lead, size, pool)
+        self.keep((x.shape, plan, argmax, last))
+        return self._narrow(y, plan, (lead, mid, h_out, w_out, inner), last)
 
     def backward(self, dy):
-        x_shape, plan, argmax = self.take()
-        dy_wide = self._wide(dy, plan)
+        x_shape, plan, argmax, last = self.take()
+        dy_wide = self._wide(dy, plan, last)
         return self._spread(x_shape, plan, dy_wide, lambda index, start, stop: (
-            dy_wide[start:stop] * (argmax[start:stop] == index)))
+            dy_wide[start:stop] * (argmax[start:stop] == index)), last)
 
 
 class AvgPool2d(_Pool2d):
@@ -301,21 +323,22 @@ class AvgPool2d(_Pool2d):
     def forward(self, x, train=True):
         xp = get_array_module(x)
         h_out, w_out = self._geometry(x)
-        xc = swap_nc(x)
-        counts = self._counts(xp, xc.shape[2:], (h_out, w_out), x.dtype)
-        y = self._separable(xc, h_out, w_out, xp.add, divisor=counts)
+        last = is_channels_last(x)
+        counts = self._counts(xp, x.shape[2:], (h_out, w_out), x.dtype)
+        y = self._separable(_as5(x, last), h_out, w_out, xp.add, divisor=counts)
         if train:
             plan = self._plan(h_out, w_out)
-            self.keep((x.shape, plan, self._wide_counts(counts, plan)))
+            self.keep((x.shape, plan, self._wide_counts(counts, plan), last))
         else:
             self.keep(None)
-        return swap_nc(y)
+        return _as4(y, last)
 
     def backward(self, dy):
-        x_shape, plan, counts = self.take()
-        share = self._wide(dy, plan)
-        share.reshape(-1, counts.size)[...] /= counts
-        return self._spread(x_shape, plan, share, lambda index, start, stop: share[start:stop])
+        x_shape, plan, counts, last = self.take()
+        share = self._wide(dy, plan, last)
+        inner = x_shape[1] if last else 1
+        share.reshape(-1, counts.size, inner)[...] /= counts[:, None]
+        return self._spread(x_shape, plan, share, lambda index, start, stop: share[start:stop], last)
 
 
 class GlobalAvgPool(Layer):

@@ -28,7 +28,7 @@ import numpy as np
 
 from minids.backend import get_array_module
 from minids.backend import threads
-from minids.layers.base import swap_nc
+from minids.layers.base import channel_rows, swap_nc
 from minids.layers.im2col import col2im, im2col, output_size
 
 
@@ -134,35 +134,36 @@ def _taps(k, stride, count):
     return [slice(t, t + stride * (count - 1) + 1, stride) for t in range(k)]
 
 
-def factored_forward(factors, x_cn, stride, padding):
+def factored_forward(factors, x, stride, padding):
     """Forward of the factored convolution, without bias.
 
     Args:
         factors: :class:`KroneckerFactors`.
-        x_cn: (c_in, N, H, W) input (channel-major; any strides).
+        x: (N, c_in, H, W) input (any strides; the channel DCT reads a
+            channel-major or channels-last one without a copy).
         stride, padding: as the dense convolution's.
     Returns:
         (c_out, N, H_out, W_out) C-contiguous output.
     """
-    xp = get_array_module(x_cn)
-    a_c, a_v, a_h, rows = factors.arrays(xp, x_cn.dtype)
-    c_in, n, h, w = x_cn.shape
+    xp = get_array_module(x)
+    a_c, a_v, a_h, rows = factors.arrays(xp, x.dtype)
+    n, c_in, h, w = x.shape
     k, p = factors.k, padding
     h_out, w_out = output_size(h, k, stride, p), output_size(w, k, stride, p)
     n_u, n_v, n_h = a_c.shape[1], a_v.shape[1], a_h.shape[1]
-    z = threads.matmul(a_c.T, xp.ascontiguousarray(x_cn).reshape(c_in, -1)).reshape(n_u, n, h, w)
+    z = threads.matmul(a_c.T, channel_rows(x)).reshape(n_u, n, h, w)
     # the vertical taps of the zero-padded channel frequencies, (k, U, N, H_out, W + 2p)
-    rows_v = xp.empty((k, n_u, n, h_out, w + 2 * p), dtype=x_cn.dtype)
+    rows_v = xp.empty((k, n_u, n, h_out, w + 2 * p), dtype=x.dtype)
 
     def vertical_taps(lo, hi):
-        z_pad = xp.zeros((hi - lo, n, h + 2 * p, w + 2 * p), dtype=x_cn.dtype)
+        z_pad = xp.zeros((hi - lo, n, h + 2 * p, w + 2 * p), dtype=x.dtype)
         z_pad[:, :, p:p + h, p:p + w] = z[lo:hi]
         for t, tap in enumerate(_taps(k, stride, h_out)):
             rows_v[t, lo:hi] = z_pad[:, :, tap]
 
     threads.for_blocks(xp, n_u, rows_v.size, vertical_taps)
     vertical = threads.matmul(a_v.T, rows_v.reshape(k, -1)).reshape(n_v, n_u, n, h_out, w + 2 * p)
-    cols_h = xp.empty((k, n_v, n_u, n, h_out, w_out), dtype=x_cn.dtype)
+    cols_h = xp.empty((k, n_v, n_u, n, h_out, w_out), dtype=x.dtype)
 
     def horizontal_taps(lo, hi):
         for t, tap in enumerate(_taps(k, stride, w_out)):
@@ -171,37 +172,49 @@ def factored_forward(factors, x_cn, stride, padding):
     threads.for_blocks(xp, n_v, cols_h.size, horizontal_taps)
     products = threads.matmul(a_h.T, cols_h.reshape(k, -1))  # (H, V·U·N·H_out·W_out)
     products = products.reshape(n_h * n_v * n_u, n * h_out * w_out)
-    y = xp.empty((factors.c_out, n * h_out * w_out), dtype=x_cn.dtype)
+    y = xp.empty((factors.c_out, n * h_out * w_out), dtype=x.dtype)
     threads.for_blocks(xp, factors.c_out, y.size,
                         lambda lo, hi: xp.take(products, rows[lo:hi], axis=0, out=y[lo:hi]))
     return y.reshape(factors.c_out, n, h_out, w_out)
 
 
-def factored_input_grad(factors, dy_cn, x_shape_cn, stride, padding):
+def _input_in_layout(a_c, d_z, shape, channels_last):
+    """The adjoint of the channel DCT: ``a_c`` (c_in, U) @ ``d_z`` (U, N, H, W),
+    as (c_in, N, H, W) or with ``channels_last`` as its (N·H·W, c_in) transpose."""
+    n_u, n, h, w = d_z.shape
+    d_z = d_z.reshape(n_u, -1)
+    if channels_last:
+        return threads.matmul_rows(d_z.T, a_c.T)
+    return threads.matmul(a_c, d_z).reshape(a_c.shape[0], n, h, w)
+
+
+def factored_input_grad(factors, dy_rows, x_shape, stride, padding, channels_last=False):
     """Input gradient of :func:`factored_forward` (its adjoint).
 
     Args:
-        dy_cn: (c_out, N, H_out, W_out) output gradient (channel-major).
-        x_shape_cn: (c_in, N, H, W) of the forward input.
+        dy_rows: (c_out, N·H_out·W_out) output gradient (any strides).
+        x_shape: (N, c_in, H, W) of the forward input.
+        channels_last: return the gradient channels-last.
     Returns:
-        (c_in, N, H, W) C-contiguous input gradient.
+        (c_in, N, H, W) C-contiguous input gradient, or with ``channels_last``
+        its (N·H·W, c_in) C-contiguous transpose.
     """
-    xp = get_array_module(dy_cn)
-    a_c, a_v, a_h, rows = factors.arrays(xp, dy_cn.dtype)
-    c_in, n, h, w = x_shape_cn
-    _, _, h_out, w_out = dy_cn.shape
+    xp = get_array_module(dy_rows)
+    a_c, a_v, a_h, rows = factors.arrays(xp, dy_rows.dtype)
+    n, c_in, h, w = x_shape
     k, p = factors.k, padding
+    h_out, w_out = output_size(h, k, stride, p), output_size(w, k, stride, p)
     n_u, n_v, n_h = a_c.shape[1], a_v.shape[1], a_h.shape[1]
-    dy2 = dy_cn.reshape(factors.c_out, -1)
+    dy2 = dy_rows
     # the products' gradient: the output gradient at the kept products, zero elsewhere
-    d_products = xp.zeros((n_h * n_v * n_u, n * h_out * w_out), dtype=dy_cn.dtype)
+    d_products = xp.zeros((n_h * n_v * n_u, n * h_out * w_out), dtype=dy_rows.dtype)
 
     def scatter(lo, hi):
         d_products[rows[lo:hi]] = dy2[lo:hi]
 
     threads.for_blocks(xp, factors.c_out, dy2.size, scatter)
     d_cols_h = threads.matmul(a_h, d_products.reshape(n_h, -1)).reshape(k, n_v, n_u, n, h_out, w_out)
-    d_vertical = xp.empty((n_v, n_u, n, h_out, w + 2 * p), dtype=dy_cn.dtype)
+    d_vertical = xp.empty((n_v, n_u, n, h_out, w + 2 * p), dtype=dy_rows.dtype)
 
     def horizontal_adjoint(lo, hi):
         d_vertical[lo:hi] = 0
@@ -210,58 +223,58 @@ def factored_input_grad(factors, dy_cn, x_shape_cn, stride, padding):
 
     threads.for_blocks(xp, n_v, d_vertical.size, horizontal_adjoint)
     d_rows_v = threads.matmul(a_v, d_vertical.reshape(n_v, -1)).reshape(k, n_u, n, h_out, w + 2 * p)
-    d_z = xp.empty((n_u, n, h, w), dtype=dy_cn.dtype)
+    d_z = xp.empty((n_u, n, h, w), dtype=dy_rows.dtype)
 
     def vertical_adjoint(lo, hi):
-        d_z_pad = xp.zeros((hi - lo, n, h + 2 * p, w + 2 * p), dtype=dy_cn.dtype)
+        d_z_pad = xp.zeros((hi - lo, n, h + 2 * p, w + 2 * p), dtype=dy_rows.dtype)
         for t, tap in enumerate(_taps(k, stride, h_out)):
             d_z_pad[:, :, tap] += d_rows_v[t, lo:hi]
         d_z[lo:hi] = d_z_pad[:, :, p:p + h, p:p + w]
 
     threads.for_blocks(xp, n_u, d_z.size, vertical_adjoint)
-    return threads.matmul(a_c, d_z.reshape(n_u, -1)).reshape(c_in, n, h, w)
+    return _input_in_layout(a_c, d_z, x_shape, channels_last)
 
 
-def channel_factored_forward(factors, x_cn, stride, padding, cols=None):
+def channel_factored_forward(factors, x, stride, padding, cols=None):
     """Forward of the channel-factored convolution, without bias.
 
     Args:
         factors: :class:`KroneckerFactors`.
-        x_cn: (c_in, N, H, W) input (channel-major; any strides).
+        x: (N, c_in, H, W) input (any strides, as :func:`factored_forward`'s).
         stride, padding: as the dense convolution's.
         cols: optional C-contiguous (U·k·k, N·H_out·W_out) block for the columns.
     Returns:
         (c_out, N, H_out, W_out) C-contiguous output.
     """
-    xp = get_array_module(x_cn)
-    a_c, kernels = factors.channel_arrays(xp, x_cn.dtype)
-    c_in, n, h, w = x_cn.shape
+    xp = get_array_module(x)
+    a_c, kernels = factors.channel_arrays(xp, x.dtype)
+    n, c_in, h, w = x.shape
     k, n_u = factors.k, a_c.shape[1]
     h_out, w_out = output_size(h, k, stride, padding), output_size(w, k, stride, padding)
-    z = threads.matmul(a_c.T, xp.ascontiguousarray(x_cn).reshape(c_in, -1)).reshape(n_u, n, h, w)
+    z = threads.matmul(a_c.T, channel_rows(x)).reshape(n_u, n, h, w)
     cols = im2col(swap_nc(z), k, stride, padding, out=cols)
-    y = xp.empty((factors.c_out, n * h_out * w_out), dtype=x_cn.dtype)
+    y = xp.empty((factors.c_out, n * h_out * w_out), dtype=x.dtype)
     for u, lo, hi in factors.channel_runs():
         threads.matmul(kernels[lo:hi], cols[u * k * k:(u + 1) * k * k], out=y[lo:hi])
     return y.reshape(factors.c_out, n, h_out, w_out)
 
 
-def channel_factored_input_grad(factors, dy_cn, x_shape_cn, stride, padding):
+def channel_factored_input_grad(factors, dy_rows, x_shape, stride, padding, channels_last=False):
     """Input gradient of :func:`channel_factored_forward` (its adjoint).
 
     Args:
-        dy_cn: (c_out, N, H_out, W_out) output gradient (channel-major, C-contiguous).
-        x_shape_cn: (c_in, N, H, W) of the forward input.
+        dy_rows: (c_out, N·H_out·W_out) output gradient (any strides).
+        x_shape: (N, c_in, H, W) of the forward input.
+        channels_last: return the gradient channels-last.
     Returns:
-        (c_in, N, H, W) C-contiguous input gradient.
+        as :func:`factored_input_grad`.
     """
-    xp = get_array_module(dy_cn)
-    a_c, kernels = factors.channel_arrays(xp, dy_cn.dtype)
-    c_in, n, h, w = x_shape_cn
+    xp = get_array_module(dy_rows)
+    a_c, kernels = factors.channel_arrays(xp, dy_rows.dtype)
+    n, c_in, h, w = x_shape
     k, n_u = factors.k, a_c.shape[1]
-    dy2 = dy_cn.reshape(factors.c_out, -1)
-    d_cols = xp.zeros((n_u * k * k, dy2.shape[1]), dtype=dy_cn.dtype)
+    d_cols = xp.zeros((n_u * k * k, dy_rows.shape[1]), dtype=dy_rows.dtype)
     for u, lo, hi in factors.channel_runs():
-        d_cols[u * k * k:(u + 1) * k * k] += threads.matmul(kernels[lo:hi].T, dy2[lo:hi])
+        d_cols[u * k * k:(u + 1) * k * k] += threads.matmul(kernels[lo:hi].T, dy_rows[lo:hi])
     d_z = swap_nc(col2im(d_cols, (n, n_u, h, w), k, stride, padding))  # (U, N, H, W)
-    return threads.matmul(a_c, d_z.reshape(n_u, -1)).reshape(c_in, n, h, w)
+    return _input_in_layout(a_c, d_z, x_shape, channels_last)

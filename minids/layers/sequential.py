@@ -25,6 +25,12 @@ class Sequential(Layer):
     is the gradient that reaches the ReLU in backward when some layer that
     runs later (not a Dropout or ReLU, which may pass it through) made it.
 
+    A k×k convolution whose output reaches a 1×1 convolution through ReLUs
+    only writes it channels-last (``channels_last=True``), and the 1×1
+    convolutions, ReLUs and pooling behind it keep that layout: the 1×1
+    GEMMs run faster on it (docs/performance.md, "Channels-last 1×1
+    convolutions"); the results are the same.
+
     ``needs_input_grad`` (True by default) mirrors the first layer's flag:
     set it to False on a network whose input gradient is not wanted, and
     backward returns None without computing it.
@@ -49,9 +55,10 @@ class Sequential(Layer):
         self.layers[0].needs_input_grad = bool(value)
 
     def _schedule(self):
-        """(order, in_place): the indices of the layers in the order forward runs
-        them (backward runs it reversed), each ReLU before a max pooling moved
-        after it, and the set of the ReLUs that run in place (class docstring)."""
+        """(order, in_place, channels_last): the indices of the layers in the order
+        forward runs them (backward runs it reversed), each ReLU before a max
+        pooling moved after it; the set of the ReLUs that run in place and that of
+        the convolutions asked for a channels-last output (class docstring)."""
         layers = self.layers
         order = list(range(len(layers)))
         for i in range(len(layers) - 1):
@@ -61,7 +68,18 @@ class Sequential(Layer):
                     if isinstance(layers[i], ReLU) and position > 0
                     and isinstance(layers[order[position - 1]], (Conv2d, MaxPool2d))
                     and any(not isinstance(layers[later], (ReLU, Dropout)) for later in order[position + 1:])}
-        return order, in_place
+        channels_last = set()
+        for position, i in enumerate(order):
+            if isinstance(layers[i], Conv2d) and not layers[i].is_pointwise:
+                behind = next((layers[j] for j in order[position + 1:] if not isinstance(layers[j], ReLU)), None)
+                if isinstance(behind, Conv2d) and behind.is_pointwise:
+                    channels_last.add(i)
+        return order, in_place, channels_last
+
+    def channels_last_outputs(self):
+        """The names of the layers whose output forward asks to be channels-last."""
+        _, _, channels_last = self._schedule()
+        return {self.names[i] for i in channels_last}
 
     def named_layers(self):
         """List of (name, layer) pairs in order."""
@@ -93,14 +111,19 @@ class Sequential(Layer):
         return self
 
     def forward(self, x, train=True):
-        order, in_place = self._schedule()
+        order, in_place, channels_last = self._schedule()
         for i in order:
             layer = self.layers[i]
-            x = layer.forward(x, train, inplace=True) if i in in_place else layer.forward(x, train)
+            if i in in_place:
+                x = layer.forward(x, train, inplace=True)
+            elif i in channels_last:
+                x = layer.forward(x, train, channels_last=True)
+            else:
+                x = layer.forward(x, train)
         return x
 
     def backward(self, dy):
-        order, in_place = self._schedule()
+        order, in_place, _ = self._schedule()
         for i in reversed(order):
             layer = self.layers[i]
             dy = layer.backward(dy, inplace=True) if i in in_place else layer.backward(dy)
