@@ -1,7 +1,7 @@
 """The coefficient layers' GEMMs in minids' channel-major layout and in a channels-last one.
 
     python benchmarks/gemm_layout.py [--shape 3x32x32] [--batch 128] [--repeats 5] [--row-pad N]
-        [--json FILE]
+        [--threads N] [--json FILE]
 
 A 1×1 convolution of a batch is one GEMM per pass. minids keeps activations
 channel-major, (C, N·H·W) in memory, so with weight W (M, K) and input X
@@ -14,9 +14,12 @@ channel-major, (C, N·H·W) in memory, so with weight W (M, K) and input X
 Channels last, (N·H·W, C) in memory, the same products are Xᵀ @ Wᵀ, dYᵀ @ W
 and dYᵀᵀ @ Xᵀ: the same FLOPs on the same data, only the order the BLAS
 sees the operands in differs. This script times both for every coefficient
-layer of DS-NiN at ``--shape`` (one BLAS thread, the best of ``--repeats``)
-and prints GFLOP/s per pass and the milliseconds of one step's coefficient
-GEMMs in each layout. ``--row-pad N`` gives every channel-major operand and
+layer of DS-NiN at ``--shape`` (the best of ``--repeats``) and prints GFLOP/s
+per pass and the milliseconds of one step's coefficient GEMMs in each
+layout. ``--threads N`` (default 1) splits every product over N threads as
+minids does (``minids.backend.threads``: the pixels of a forward or input
+gradient, the K axis of a weight gradient; one single-threaded BLAS call per
+thread). ``--row-pad N`` gives every channel-major operand and
 result a row pitch of P + N floats instead of P (N·H·W is a multiple of 4 KiB
 at these shapes); docs/performance.md says what it shows.
 """
@@ -66,6 +69,8 @@ def layout_products(w, x_cm, dy_cm, row_pad=0):
     ``x_cm`` and ``dy_cm`` and write results with a row pitch of P + ``row_pad``."""
     import numpy as np
 
+    from minids.backend import threads
+
     x_cl, dy_cl, w_t = (np.ascontiguousarray(a.T) for a in (x_cm, dy_cm, w))
     m, k, p = w.shape + (x_cm.shape[1],)
     x_rows, dy_rows = padded_rows(k, p, row_pad, w.dtype), padded_rows(m, p, row_pad, w.dtype)
@@ -73,10 +78,12 @@ def layout_products(w, x_cm, dy_cm, row_pad=0):
     y_cm, dx_cm = padded_rows(m, p, row_pad, w.dtype), padded_rows(k, p, row_pad, w.dtype)
     y_cl, dx_cl = np.empty((p, m), w.dtype), np.empty((p, k), w.dtype)
     return {
-        "forward": (lambda: np.matmul(w, x_rows, out=y_cm), lambda: np.matmul(x_cl, w_t, out=y_cl)),
-        "input gradient": (lambda: np.matmul(w_t, dy_rows, out=dx_cm),
-                           lambda: np.matmul(dy_cl, w, out=dx_cl)),
-        "weight gradient": (lambda: dy_rows @ x_rows.T, lambda: dy_cl.T @ x_cl),
+        "forward": (lambda: threads.matmul(w, x_rows, out=y_cm),
+                    lambda: threads.matmul_rows(x_cl, w_t, out=y_cl)),
+        "input gradient": (lambda: threads.matmul(w_t, dy_rows, out=dx_cm),
+                           lambda: threads.matmul_rows(dy_cl, w, out=dx_cl)),
+        "weight gradient": (lambda: threads.matmul_nt(dy_rows, x_rows),
+                            lambda: threads.matmul_nt(dy_cl.T, x_cl.T)),
     }
 
 
@@ -92,17 +99,20 @@ def measure(m, k, p, repeats, row_pad=0):
 
 
 def main():
-    # one BLAS thread, set before NumPy loads OpenBLAS (here, not at import: fused_epilogue.py imports this)
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    os.environ.setdefault("MINIDS_THREADS", "1")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="3x32x32", help="C x H x W of one image")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--row-pad", type=int, default=0,
                         help="floats of padding after each channel-major row [default: 0]")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads each product is split over, as minids splits it [default: 1]")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
+    # one BLAS thread per call, set before NumPy loads OpenBLAS (here, not at import:
+    # fused_epilogue.py imports this); minids splits the products over --threads
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("MINIDS_THREADS", str(args.threads))
     shape = tuple(int(v) for v in args.shape.split("x"))
     rows, totals = [], [0.0, 0.0]
     print(f"{'layer':6} {'M':>4} {'K':>4} {'P':>7} {'pass':16} {'GFLOP/s C-major':>16} "
@@ -115,11 +125,12 @@ def main():
             rows.append({"layer": name, "M": m, "K": k, "P": p, "pass": phase,
                          "seconds_channel_major": seconds[0], "seconds_channels_last": seconds[1]})
             print(f"{name:6} {m:4d} {k:4d} {p:7d} {phase:16} {rate[0]:16.1f} {rate[1]:15.1f}")
-    print(f"one step's coefficient GEMMs, one thread: {totals[0] * 1e3:.0f} ms channel-major, "
+    print(f"one step's coefficient GEMMs, {args.threads} thread(s): {totals[0] * 1e3:.0f} ms channel-major, "
           f"{totals[1] * 1e3:.0f} ms channels-last ({totals[0] / totals[1]:.2f}x)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"shape": args.shape, "batch": args.batch, "row_pad": args.row_pad, "rows": rows}, f, indent=1)
+            json.dump({"shape": args.shape, "batch": args.batch, "row_pad": args.row_pad,
+                       "threads": args.threads, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

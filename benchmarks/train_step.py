@@ -374,7 +374,7 @@ def main(argv=None):
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     devices = ["cpu", "gpu"] if args.devices == "auto" else args.devices.split(",")
     frameworks = _available_frameworks(args.frameworks.split(","))
-    if args.baseline:
+    if args.baseline and "baseline" not in frameworks:
         frameworks.append("baseline")
     configs = [dict(model=m, shape=s, allocator=a, device=d, dropout=dropout_of[m])
                for d in devices for s in shapes for m in models

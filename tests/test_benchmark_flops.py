@@ -41,7 +41,7 @@ def test_nin_first_layer_has_no_input_gradient(train_step_script):
     assert train_step_script.trainable_gemm_flops("nin", (1, 28, 28)) == 3 * sum(forward) - forward[0]
 
 
-def test_gemm_layout_times_the_coefficient_layers_and_the_same_products():
+def test_gemm_layout_times_the_coefficient_layers_and_the_same_products(split_everything):
     import numpy as np
     module = _load_benchmark("gemm_layout")
     # DS-NiN on 1x28x28 (pools 28 -> 14 -> 7): (name, c_out, c_in, pixels of a batch of 2)
@@ -49,7 +49,7 @@ def test_gemm_layout_times_the_coefficient_layers_and_the_same_products():
         ("cccp1", 160, 192, 2 * 28 * 28), ("cccp2", 96, 160, 2 * 28 * 28),
         ("cccp3", 192, 192, 2 * 14 * 14), ("cccp4", 192, 192, 2 * 14 * 14),
         ("cccp5", 192, 192, 2 * 7 * 7), ("cccp6", 10, 192, 2 * 7 * 7)]
-    # the channels-last products are the channel-major ones transposed
+    # the channels-last products are the channel-major ones transposed (split over threads as minids does)
     rng = np.random.default_rng(0)
     w, x, dy = rng.standard_normal((3, 4)), rng.standard_normal((4, 5)), rng.standard_normal((3, 5))
     for row_pad in (0, 3):
