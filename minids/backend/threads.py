@@ -140,31 +140,36 @@ def run_gemms(tasks):
         setter(before)
 
 
-def matmul(a, b, out=None):
-    """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N), into ``out`` (M, N) if given."""
+def _split_matmul(a, b, out, rows):
+    """``a @ b`` into ``out`` (or a new array), split over the rows of ``a`` (``rows``)
+    or the columns of ``b``."""
     xp = get_array_module(a, b)
-    blocks = gemm_blocks(xp, b.shape[1])
+    blocks = gemm_blocks(xp, a.shape[0] if rows else b.shape[1])
     if len(blocks) == 1:
         return xp.matmul(a, b, out=out)
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
-    run_gemms([lambda lo=lo, hi=hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
-               for lo, hi in blocks])
+
+    def block(lo, hi):
+        if rows:
+            np.matmul(a[lo:hi], b, out=out[lo:hi])
+        else:
+            np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+
+    run_gemms([lambda lo=lo, hi=hi: block(lo, hi) for lo, hi in blocks])
     return out
+
+
+def matmul(a, b, out=None):
+    """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N), into ``out`` (M, N) if given."""
+    return _split_matmul(a, b, out, rows=False)
 
 
 def matmul_rows(a, b, out=None):
     """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N), split over the rows of ``a``,
     into ``out`` (M, N) if given: the product of a channels-last activation
     (pixels, channels) with a weight, where M is long and N short."""
-    xp = get_array_module(a, b)
-    blocks = gemm_blocks(xp, a.shape[0])
-    if len(blocks) == 1:
-        return xp.matmul(a, b, out=out)
-    if out is None:
-        out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
-    run_gemms([lambda lo=lo, hi=hi: np.matmul(a[lo:hi], b, out=out[lo:hi]) for lo, hi in blocks])
-    return out
+    return _split_matmul(a, b, out, rows=True)
 
 
 def matmul_nt(a, b):
