@@ -189,19 +189,19 @@ class Conv2d(Layer):
         threads.for_blocks(xp, self.c_out, y.size,
                             lambda lo, hi: xp.add(y[lo:hi], bias[lo:hi], out=y[lo:hi]))
 
-    def _bias_grad(self, dy):
-        """The bias gradient (c_out,): the sums over images and pixels of the output
-        gradient ``dy`` (N, c_out, H, W). Channel-major, split over the cores by
-        channel (each channel summed as in one call, so the result does not depend
-        on the split); channels-last, by pixels, the blocks' sums added in order."""
-        xp = get_array_module(dy)
-        if is_channels_last(dy):
-            rows = channel_rows(dy).T  # (P, c_out), C-contiguous
+    def _bias_grad(self, dy_rows):
+        """The bias gradient (c_out,): the row sums of the output gradient
+        ``dy_rows`` (c_out, N·H·W) from :func:`channel_rows`. Channel-major (a
+        C-contiguous matrix), split over the cores by channel (each row summed as
+        in one call, so the result does not depend on the split); channels-last
+        (the transpose of one), by pixels, the blocks' sums added in order."""
+        xp = get_array_module(dy_rows)
+        if not dy_rows.flags.c_contiguous:
+            pixels = dy_rows.T  # (N·H·W, c_out), C-contiguous
             sums = {}
-            threads.for_blocks(xp, rows.shape[0], rows.size,
-                                lambda lo, hi: sums.__setitem__(lo, rows[lo:hi].sum(axis=0)))
+            threads.for_blocks(xp, pixels.shape[0], pixels.size,
+                                lambda lo, hi: sums.__setitem__(lo, pixels[lo:hi].sum(axis=0)))
             return sum(sums[lo] for lo in sorted(sums))
-        dy_rows = channel_rows(dy)
         grad = xp.empty(self.c_out, dtype=dy_rows.dtype)
         threads.for_blocks(xp, self.c_out, dy_rows.size,
                             lambda lo, hi: dy_rows[lo:hi].sum(axis=1, out=grad[lo:hi]))
@@ -221,8 +221,8 @@ class Conv2d(Layer):
         """Backward through the im2col GEMMs; ``cols`` are forward's columns (None if fixed)."""
         xp = get_array_module(dy)
         n, c, h, w = x_shape
-        self.grads["bias"] = self._bias_grad(dy)
         dy2 = channel_rows(dy)  # (c_out, P); the transpose of a (P, c_out) matrix if channels-last
+        self.grads["bias"] = self._bias_grad(dy2)
         if not self.fixed:
             self.grads["weight"] = threads.matmul_nt(dy2, cols).reshape(self.weight.shape)
         if not self.needs_input_grad:
@@ -381,11 +381,11 @@ class FixedConv2d(Conv2d):
         path, x_shape, kept = self.take()  # kept: the columns (dense), else the input's layout
         if path == "dense":
             return self._dense_backward(dy, x_shape, kept)
-        self.grads["bias"] = self._bias_grad(dy)
+        dy_rows = channel_rows(dy)
+        self.grads["bias"] = self._bias_grad(dy_rows)
         if not self.needs_input_grad:
             return None
         n, _, h, w = x_shape
         input_grad = factored_input_grad if path == "factored" else channel_factored_input_grad
-        dx = input_grad(self.factors, channel_rows(dy), x_shape, self.stride, self.padding,
-                        channels_last=kept)
+        dx = input_grad(self.factors, dy_rows, x_shape, self.stride, self.padding, channels_last=kept)
         return channels_last_view(dx, n, h, w) if kept else swap_nc(dx)
