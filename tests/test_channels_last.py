@@ -92,6 +92,33 @@ def test_fixed_conv_asked_for_channels_last_takes_the_dense_gemm(rng, split_ever
         np.testing.assert_allclose(conv.grads["bias"], dy.sum(axis=(0, 2, 3)), atol=1e-12)
 
 
+@pytest.mark.parametrize("fixed", [False, True])
+def test_dense_kxk_conv_of_a_channels_last_input_answers_in_kind(rng, split_everything, fixed):
+    if fixed:
+        conv = FixedConv2d(rng.standard_normal((4, 3, 3, 3)), padding=1, dtype=np.float64)
+    else:
+        conv = Conv2d(3, 4, 3, padding=1, dtype=np.float64, rng=rng)
+    conv.params["bias"][...] = rng.standard_normal(4)
+    x = channels_last(rng.standard_normal((2, 3, 5, 6)))
+    y = conv.forward(x)
+    assert not is_channels_last(y)
+    np.testing.assert_allclose(y, direct_conv(x, conv.weight, conv.bias, 1, 1), atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx = conv.backward(dy)
+    assert is_channels_last(dx)  # the input's layout
+    assert np.isclose(np.sum((y - conv.bias[None, :, None, None]) * dy), np.sum(x * dx), rtol=1e-12)
+
+
+def test_pointwise_input_gradient_takes_the_inputs_layout(rng):
+    conv = Conv2d(5, 4, 1, dtype=np.float64, rng=rng)
+    x = channels_last(rng.standard_normal((2, 5, 3, 3)))
+    y = conv.forward(x)
+    dy = channel_major(rng.standard_normal(y.shape))  # a gradient in the other layout
+    dx = conv.backward(dy)
+    assert is_channels_last(dx)
+    np.testing.assert_allclose(dx, np.einsum("oc,nohw->nchw", conv.weight[:, :, 0, 0], dy), atol=1e-12)
+
+
 @pytest.mark.parametrize("path", ["factored", "channel"])
 def test_factored_conv_reads_channels_last_and_answers_in_kind(rng, split_everything, path):
     factors = dictionary_factors("odct3", 9, 4, 5, 1.5)

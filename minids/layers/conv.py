@@ -23,8 +23,10 @@ channels-last when forward is asked to (``channels_last=True``) and its
 GEMM is short, K = C_in·k·k ≤ ``MAX_CHANNELS_LAST_K`` (a first layer): its
 columns stay channel-major, and the transposed GEMM on them is faster than
 the channel-major one at K = 75 but slower at NiN's conv2, K = 2,400
-(docs/performance.md, "Channels-last 1×1 convolutions"). Backward follows
-the layout of the output gradient it is given.
+(docs/performance.md, "Channels-last 1×1 convolutions"). A k×k
+convolution unfolds a channels-last input from a channel-major copy (one
+transposing copy; im2col's taps read the channels-last strides far slower).
+Every convolution hands its input gradient back in its input's layout.
 """
 
 import numpy as np
@@ -138,7 +140,10 @@ class Conv2d(Layer):
         weight = self.weight.reshape(self.c_out, -1)
         keep_cols = train and not self.fixed
         pixels = h_out * w_out
-        last = is_channels_last(x) if self.is_pointwise else self._writes_channels_last(channels_last)
+        x_last = is_channels_last(x)
+        last = x_last if self.is_pointwise else self._writes_channels_last(channels_last)
+        if x_last and not self.is_pointwise:
+            x = swap_nc(xp.ascontiguousarray(swap_nc(x)))  # channel-major, for im2col
         if self.is_pointwise:
             cols = channel_rows(x)
             y = self._gemm(weight, cols, last)
@@ -156,7 +161,7 @@ class Conv2d(Layer):
                 self._gemm(weight, im2col(x[start:stop], self.k, self.stride, self.padding, out=block),
                            last, out=y[pixel_range] if last else y[:, pixel_range])
         self._add_bias(y, last)
-        self.keep(("dense", x.shape, cols if keep_cols else None) if train else None)
+        self.keep(("dense", x.shape, x_last, cols if keep_cols else None) if train else None)
         return self._output_view(y, last, n, h_out, w_out)
 
     def _writes_channels_last(self, asked):
@@ -214,11 +219,12 @@ class Conv2d(Layer):
         return [(start, min(start + step, n)) for start in range(0, n, step)]
 
     def backward(self, dy):
-        _, x_shape, cols = self.take()
-        return self._dense_backward(dy, x_shape, cols)
+        _, x_shape, x_last, cols = self.take()
+        return self._dense_backward(dy, x_shape, x_last, cols)
 
-    def _dense_backward(self, dy, x_shape, cols):
-        """Backward through the im2col GEMMs; ``cols`` are forward's columns (None if fixed)."""
+    def _dense_backward(self, dy, x_shape, x_last, cols):
+        """Backward through the im2col GEMMs; ``x_last``: the input was channels-last;
+        ``cols``: forward's columns (None if fixed)."""
         xp = get_array_module(dy)
         n, c, h, w = x_shape
         dy2 = channel_rows(dy)  # (c_out, P); the transpose of a (P, c_out) matrix if channels-last
@@ -229,7 +235,7 @@ class Conv2d(Layer):
             return None
         weight = self.weight.reshape(self.c_out, -1)
         if self.is_pointwise:
-            if is_channels_last(dy):
+            if x_last:
                 return channels_last_view(threads.matmul_rows(dy2.T, weight), n, h, w)
             return swap_nc(threads.matmul(weight.T, dy2).reshape(c, n, h, w))
         pixels = dy2.shape[1] // n
@@ -240,6 +246,8 @@ class Conv2d(Layer):
             threads.matmul(weight.T, dy2[:, start * pixels:stop * pixels], out=dcols)
             col2im(dcols, (stop - start, c, h, w), self.k, self.stride, self.padding,
                    out=dx[:, start:stop])
+        if x_last:
+            return xp.ascontiguousarray(dx.transpose(1, 2, 3, 0)).transpose(0, 3, 1, 2)
         return swap_nc(dx)
 
 
@@ -373,19 +381,18 @@ class FixedConv2d(Conv2d):
                                 x.dtype, get_array_module(x))
             y = channel_factored_forward(self.factors, x, self.stride, self.padding, cols=cols)
         self._add_bias(y.reshape(self.c_out, -1))
-        # the input gradient is handed back in the input's layout
-        self.keep((path, x.shape, is_channels_last(x)) if train else None)
+        self.keep((path, x.shape, is_channels_last(x), None) if train else None)
         return swap_nc(y)
 
     def backward(self, dy):
-        path, x_shape, kept = self.take()  # kept: the columns (dense), else the input's layout
+        path, x_shape, x_last, cols = self.take()
         if path == "dense":
-            return self._dense_backward(dy, x_shape, kept)
+            return self._dense_backward(dy, x_shape, x_last, cols)
         dy_rows = channel_rows(dy)
         self.grads["bias"] = self._bias_grad(dy_rows)
         if not self.needs_input_grad:
             return None
         n, _, h, w = x_shape
         input_grad = factored_input_grad if path == "factored" else channel_factored_input_grad
-        dx = input_grad(self.factors, dy_rows, x_shape, self.stride, self.padding, channels_last=kept)
-        return channels_last_view(dx, n, h, w) if kept else swap_nc(dx)
+        dx = input_grad(self.factors, dy_rows, x_shape, self.stride, self.padding, channels_last=x_last)
+        return channels_last_view(dx, n, h, w) if x_last else swap_nc(dx)
