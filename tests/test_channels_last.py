@@ -134,8 +134,9 @@ def test_factored_conv_reads_channels_last_and_answers_in_kind(rng, split_everyt
 
 
 @pytest.mark.parametrize("cls,k,stride,ceil_mode,shape", [
-    (MaxPool2d, 3, 2, True, (2, 3, 8, 8)), (MaxPool2d, 3, 2, True, (2, 4, 7, 9)), (MaxPool2d, 2, 2, False, (3, 2, 6, 7)),
-    (AvgPool2d, 3, 2, True, (2, 3, 8, 8)), (AvgPool2d, 3, 2, True, (2, 4, 7, 9))])
+    (MaxPool2d, 3, 2, True, (2, 3, 8, 8)), (MaxPool2d, 3, 2, True, (2, 4, 7, 9)),
+    (MaxPool2d, 2, 2, False, (3, 2, 6, 7)), (AvgPool2d, 3, 2, True, (2, 3, 8, 8)),
+    (AvgPool2d, 3, 2, True, (2, 4, 7, 9))])
 def test_pooling_keeps_a_channels_last_layout(rng, split_everything, cls, k, stride, ceil_mode, shape):
     size = int(np.prod(shape))
     x = channels_last((rng.permutation(size) * 0.01).reshape(shape))  # distinct values: one maximum
@@ -206,5 +207,6 @@ def test_ds_nin_runs_its_first_block_channels_last(rng):
 
 def test_sequential_asks_kxk_layers_that_feed_a_pointwise_one(rng):
     net = Sequential([("c1", Conv2d(2, 4, 3, rng=rng)), ("r1", ReLU()), ("c2", Conv2d(4, 3, 1, rng=rng)),
-                      ("c3", Conv2d(3, 3, 3, rng=rng)), ("p", MaxPool2d(2, 2)), ("c4", Conv2d(3, 2, 1, rng=rng))])
+                      ("c3", Conv2d(3, 3, 3, rng=rng)), ("p", MaxPool2d(2, 2)),
+                      ("c4", Conv2d(3, 2, 1, rng=rng))])
     assert net.channels_last_outputs() == {"c1"}  # c3 feeds a pooling

@@ -177,7 +177,8 @@ class Conv2d(Layer):
         return threads.matmul(weight, cols, out=out)
 
     def _output_view(self, y, last, n, h_out, w_out):
-        """The (N, c_out, H_out, W_out) view of the output matrix ``y``, (c_out, P) or with ``last`` (P, c_out)."""
+        """The (N, c_out, H_out, W_out) view of the output matrix ``y``: (c_out, P), or
+        with ``last`` (P, c_out)."""
         if last:
             return channels_last_view(y, n, h_out, w_out)
         return swap_nc(y.reshape(self.c_out, n, h_out, w_out))

@@ -71,7 +71,8 @@ class Sequential(Layer):
         channels_last = set()
         for position, i in enumerate(order):
             if isinstance(layers[i], Conv2d) and not layers[i].is_pointwise:
-                behind = next((layers[j] for j in order[position + 1:] if not isinstance(layers[j], ReLU)), None)
+                behind = next((layers[j] for j in order[position + 1:]
+                               if not isinstance(layers[j], ReLU)), None)
                 if isinstance(behind, Conv2d) and behind.is_pointwise:
                     channels_last.add(i)
         return order, in_place, channels_last
