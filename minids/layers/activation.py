@@ -2,25 +2,8 @@
 
 from minids.backend import get_array_module
 from minids.backend import threads
-from minids.layers.base import Layer
+from minids.layers.base import Layer, storage
 from minids.layers.cases import Case, away_from_zero
-
-#: the axis orders under which a 4-D (N, C, H, W) activation may lie C-contiguous in
-#: memory (minids.layers.base): channel-major, then channels-last; with their inverses
-_STORAGE_ORDERS = (((1, 0, 2, 3), (1, 0, 2, 3)), ((0, 2, 3, 1), (0, 3, 1, 2)))
-
-
-def _storage(x):
-    """(stored, inverse): the C-contiguous array that the 4-D view ``x`` reorders
-    (``x`` is ``stored.transpose(inverse)``); None when ``x`` lies in neither of
-    minids' layouts. A view that lies in both counts as channel-major."""
-    if x.ndim != 4:
-        return None
-    for axes, inverse in _STORAGE_ORDERS:
-        stored = x.transpose(axes)
-        if stored.flags.c_contiguous:
-            return stored, inverse
-    return None
 
 
 class ReLU(Layer):
@@ -38,9 +21,9 @@ class ReLU(Layer):
 
     def forward(self, x, train=True, inplace=False):
         xp = get_array_module(x)
-        storage = _storage(x) if inplace else None
-        if storage is not None:
-            stored, inverse = storage
+        laid = storage(x) if inplace else None
+        if laid is not None:
+            stored, inverse = laid
             flat = stored.reshape(-1)
             # evaluation needs no mask: one pass
             mask = self.scratch("mask", flat.shape, xp.bool_, xp) if train else None
@@ -65,12 +48,12 @@ class ReLU(Layer):
     def backward(self, dy, inplace=False):
         xp = get_array_module(dy)
         mask = self.take()
-        storage = _storage(dy) if inplace and mask.shape == dy.shape else None
-        mask_storage = _storage(mask) if storage is not None else None
-        if mask_storage is not None and mask_storage[1] == storage[1]:  # the same layout
-            flat = storage[0].reshape(-1)
+        laid = storage(dy) if inplace and mask.shape == dy.shape else None
+        mask_laid = storage(mask) if laid is not None else None
+        if mask_laid is not None and mask_laid[1] == laid[1]:  # the same layout
+            flat = laid[0].reshape(-1)
             # 0/1 bytes: NumPy multiplies by them faster than by bools
-            keep = mask_storage[0].reshape(-1).view(xp.uint8)
+            keep = mask_laid[0].reshape(-1).view(xp.uint8)
             threads.for_blocks(xp, flat.size, flat.size,
                                 lambda lo, hi: xp.multiply(flat[lo:hi], keep[lo:hi], out=flat[lo:hi]))
             return dy

@@ -140,12 +140,30 @@ def swap_nc(x):
     return x.transpose(1, 0, 2, 3) if x.ndim == 4 else x
 
 
+#: the axis orders under which a 4-D (N, C, H, W) activation may lie C-contiguous in
+#: memory: channel-major, then channels-last; each with its inverse
+_STORAGE_ORDERS = (((1, 0, 2, 3), (1, 0, 2, 3)), ((0, 2, 3, 1), (0, 3, 1, 2)))
+
+
+def storage(x):
+    """(stored, inverse): the C-contiguous array that the 4-D view ``x`` reorders
+    (``x`` is ``stored.transpose(inverse)``); None when ``x`` lies in neither of
+    the two layouts. A view that lies in both (a 1-channel or 1-image array)
+    counts as channel-major."""
+    if x.ndim != 4:
+        return None
+    for axes, inverse in _STORAGE_ORDERS:
+        stored = x.transpose(axes)
+        if stored.flags.c_contiguous:
+            return stored, inverse
+    return None
+
+
 def is_channels_last(x):
     """True when the (N, C, H, W) view ``x`` lies channels-last, (N, H, W, C)
-    C-contiguous in memory, and not also channel-major (as a 1-channel or
-    1-image array may: that counts as channel-major)."""
-    return (x.ndim == 4 and not swap_nc(x).flags.c_contiguous
-            and x.transpose(0, 2, 3, 1).flags.c_contiguous)
+    C-contiguous in memory (and not also channel-major: :func:`storage`)."""
+    found = storage(x)
+    return found is not None and found[1] == _STORAGE_ORDERS[1][1]
 
 
 def channels_last_view(rows, n, h, w):

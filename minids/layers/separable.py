@@ -205,14 +205,13 @@ def factored_input_grad(factors, dy_rows, x_shape, stride, padding, channels_las
     k, p = factors.k, padding
     h_out, w_out = output_size(h, k, stride, p), output_size(w, k, stride, p)
     n_u, n_v, n_h = a_c.shape[1], a_v.shape[1], a_h.shape[1]
-    dy2 = dy_rows
     # the products' gradient: the output gradient at the kept products, zero elsewhere
     d_products = xp.zeros((n_h * n_v * n_u, n * h_out * w_out), dtype=dy_rows.dtype)
 
     def scatter(lo, hi):
-        d_products[rows[lo:hi]] = dy2[lo:hi]
+        d_products[rows[lo:hi]] = dy_rows[lo:hi]
 
-    threads.for_blocks(xp, factors.c_out, dy2.size, scatter)
+    threads.for_blocks(xp, factors.c_out, dy_rows.size, scatter)
     d_cols_h = threads.matmul(a_h, d_products.reshape(n_h, -1)).reshape(k, n_v, n_u, n, h_out, w_out)
     d_vertical = xp.empty((n_v, n_u, n, h_out, w + 2 * p), dtype=dy_rows.dtype)
 
