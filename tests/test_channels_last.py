@@ -67,7 +67,7 @@ def test_short_kxk_conv_writes_channels_last_when_asked(rng, split_everything, t
 
 def test_long_kxk_conv_stays_channel_major_when_asked(rng):
     k = 3
-    c_in = Conv2d.MAX_CHANNELS_LAST_K // (k * k) + 1  # K = c_in·k·k just past the limit
+    c_in = Conv2d.SHORT_GEMM_K // (k * k) + 1  # K = c_in·k·k just past the limit
     conv = Conv2d(c_in, 2, k, padding=1, dtype=np.float64, rng=rng)
     x = rng.standard_normal((2, c_in, 4, 4))
     y = conv.forward(x, channels_last=True)

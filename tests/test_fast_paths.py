@@ -12,6 +12,7 @@ import pytest
 import minids.layers.conv as conv_module
 from minids.backend import threads
 from minids.layers import AvgPool2d, Conv2d, FixedConv2d, MaxPool2d, ReLU, Sequential
+from minids.layers.base import is_channels_last
 from minids.layers.im2col import col2im, im2col
 
 
@@ -60,16 +61,28 @@ def test_im2col_matches_a_padded_copy_and_col2im_is_its_adjoint(rng, k, stride, 
 @pytest.fixture
 def tiny_chunks(monkeypatch):
     """Columns of at most ~2 images per chunk, so 5 images take 3 uneven chunks."""
-    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 2 * 3 * 25 * 7 * 6 * 8 + 1)
+    monkeypatch.setattr(conv_module, "COLS_CHUNK_BYTES", 2 * 3 * 25 * 7 * 6 * 8 + 1)
 
 
-def test_chunked_fixed_conv_matches_direct_loops_and_its_adjoint(rng, tiny_chunks):
+@pytest.mark.parametrize("split", [False, True], ids=["one thread", "3 threads"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["channel-major", "channels-last"])
+def test_chunked_fixed_conv_matches_direct_loops_and_its_adjoint(rng, tiny_chunks, request, monkeypatch,
+                                                                  split, channels_last):
+    if split:  # 5 images over 3 threads: blocks of 1, 2 and 2 images, each its own chunks
+        request.getfixturevalue("split_everything")
+    unfolded = []
+
+    def recording_im2col(x, *args, **kwargs):
+        unfolded.append(x.shape[0])
+        return im2col(x, *args, **kwargs)
+    monkeypatch.setattr(conv_module, "im2col", recording_im2col)
     w = rng.standard_normal((4, 3, 5, 5))
     conv = FixedConv2d(w, padding=2, dtype=np.float64)
     conv.params["bias"][:] = rng.standard_normal(4)
-    assert len(conv._chunks(5, 7 * 6)) == 3
     x = rng.standard_normal((5, 3, 7, 6))
-    y = conv.forward(x)
+    y = conv.forward(x, channels_last=channels_last)
+    assert sorted(unfolded) == [1, 2, 2]  # chunks of ≤ 2 images, within each thread's block
+    assert is_channels_last(y) == channels_last
     np.testing.assert_allclose(y, direct_conv(x, w, conv.bias, 2), atol=1e-12)
     dy = rng.standard_normal(y.shape)
     dx = conv.backward(dy)
@@ -79,17 +92,20 @@ def test_chunked_fixed_conv_matches_direct_loops_and_its_adjoint(rng, tiny_chunk
     np.testing.assert_allclose(conv.grads["bias"], dy.sum(axis=(0, 2, 3)), atol=1e-12)
 
 
-def test_chunked_and_whole_input_gradients_agree(rng, monkeypatch):
-    w = rng.standard_normal((4, 3, 3, 3))
-    x = rng.standard_normal((5, 3, 6, 6))
+@pytest.mark.parametrize("c_in, limit", [(3, "COLS_CHUNK_BYTES"), (30, "CHUNK_BYTES")],
+                         ids=["short GEMM, K = 27", "long GEMM, K = 270"])
+def test_chunked_and_whole_input_gradients_agree(rng, monkeypatch, c_in, limit):
+    w = rng.standard_normal((4, c_in, 3, 3))
+    x = rng.standard_normal((5, c_in, 6, 6))
     dy = rng.standard_normal((5, 4, 6, 6))
     results = []
-    for chunk in (10**9, 3 * 9 * 36 * 8):   # one chunk, then one image per chunk
-        monkeypatch.setattr(conv_module, "CHUNK_BYTES", chunk)
+    for chunk in (10**9, c_in * 9 * 36 * 8):   # one chunk, then one image per chunk
+        monkeypatch.setattr(conv_module, limit, chunk)
         conv = FixedConv2d(w, padding=1, dtype=np.float64)
-        conv.forward(x)
-        results.append(conv.backward(dy))
-    np.testing.assert_allclose(results[0], results[1], atol=1e-12)
+        results.append((conv.forward(x), conv.backward(dy)))
+    np.testing.assert_allclose(results[0][0], direct_conv(x, w, conv.bias, 1), atol=1e-12)
+    for whole, chunked in zip(*results):
+        np.testing.assert_allclose(whole, chunked, atol=1e-12)
 
 
 def test_reused_blocks_follow_batch_size_changes(rng):
@@ -283,6 +299,28 @@ def test_gemm_blocks_cover_the_range_and_run_gemms_keeps_their_order(split_every
     assert all(hi == lo for (_, hi), (lo, _) in zip(blocks, blocks[1:]))
     results = threads.run_gemms([lambda lo=lo, hi=hi: list(range(lo, hi)) for lo, hi in blocks])
     assert sum(results, []) == list(range(10))
+
+
+def test_gemm_for_blocks_runs_nested_splits_inline(rng, split_everything):
+    """Work that a block runs may split again (a GEMM, an im2col); inside a block of
+    minids' threads it runs inline in that block's thread, where the pool's
+    threads are all busy, instead of waiting on them."""
+    seen = np.zeros(12, dtype=int)
+    a, b = rng.standard_normal((4, 6)), rng.standard_normal((6, 12))
+    out = np.zeros((4, 12))
+
+    def block(lo, hi):
+        inner = []
+        threads.for_blocks(np, hi - lo, 10**6, lambda i, j: inner.append((i, j)))
+        assert inner == [(0, hi - lo)]
+        assert threads.gemm_blocks(np, 10**6) == [(0, 10**6)]
+        threads.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+        seen[lo:hi] += 1
+    threads.gemm_for_blocks(np, 12, block)
+    np.testing.assert_array_equal(seen, 1)
+    np.testing.assert_allclose(out, a @ b, atol=1e-12)
+    if threads._BLAS:
+        assert len(threads.gemm_blocks(np, 12)) == 3  # outside a block, work splits again
 
 
 def test_threaded_layers_match_direct_references(rng, split_everything):

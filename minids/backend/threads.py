@@ -13,13 +13,18 @@ minids splits the work itself:
   GEMM work (one block of columns per thread);
 * :func:`for_blocks` runs a function over blocks of an axis (channels) in
   parallel; NumPy releases the GIL in copies and ufunc loops;
+* :func:`gemm_for_blocks` does the same for a function that runs its own
+  GEMMs on its block (a convolution's images, one cache-sized chunk at a
+  time);
 * :func:`cache_chunks` cuts a thread's block into pieces small enough that a
   loop of several ufunc passes reads all but the first from cache.
 
 While minids' threads run GEMMs, OpenBLAS is set to one thread and restored
 afterwards (through its ``openblas_set_num_threads``); where that symbol is
 not found (another BLAS) the GEMMs are left to the BLAS. CuPy arrays, small
-problems and ``MINIDS_THREADS=1`` take the plain single call. The thread
+problems and ``MINIDS_THREADS=1`` take the plain single call, and so does
+any of these called inside a block that minids' threads already run (a
+nested split runs inline, in that block's thread). The thread
 count is ``MINIDS_THREADS`` or the number of cores this process may use.
 ``MINIDS_THREADS`` caps OpenBLAS's own threads too, so ``MINIDS_THREADS=1``
 keeps a run on one core (docs/performance.md says why that matters for runs
@@ -104,8 +109,28 @@ if _OPENBLAS is not None and REQUESTED_THREADS:
 _BLAS = _OPENBLAS if THREADS > 1 else None
 
 
+_worker = threading.local()
+
+
+def _in_block():
+    """True in a thread while it runs a block of :func:`_run`: splits nested there run inline."""
+    return getattr(_worker, "in_block", False)
+
+
+def _as_block(task):
+    """``task`` marked, while it runs, as a block of :func:`_run` (:func:`_in_block`)."""
+    def block():
+        _worker.in_block = True
+        try:
+            return task()
+        finally:
+            _worker.in_block = False
+    return block
+
+
 def _run(tasks):
     """Run the callables, the first in this thread, the rest in the pool; return results."""
+    tasks = [_as_block(task) for task in tasks]
     futures = [_executor().submit(task) for task in tasks[1:]]
     results = [tasks[0]()]
     return results + [f.result() for f in futures]
@@ -122,7 +147,12 @@ def gemm_blocks(xp, n):
     """The (lo, hi) blocks of range(n) that a GEMM is split into over minids'
     threads: one per thread, each at least ``MIN_GEMM_SPLIT`` long; a single
     block on CuPy, without OpenBLAS's thread controls, or for small ``n``."""
-    return _bounds(n, THREADS, MIN_GEMM_SPLIT) if _BLAS and xp is np else [(0, n)]
+    return _bounds(n, THREADS, MIN_GEMM_SPLIT) if _split_gemms(xp) else [(0, n)]
+
+
+def _split_gemms(xp):
+    """Whether GEMM work on ``xp`` arrays is split here over minids' threads."""
+    return bool(_BLAS) and xp is np and not _in_block()
 
 
 def run_gemms(tasks):
@@ -185,13 +215,22 @@ def matmul_nt(a, b):
     return total
 
 
+def gemm_for_blocks(xp, n, fn):
+    """Call ``fn(lo, hi)`` over one block of range(n) per thread, in parallel on
+    NumPy with OpenBLAS on one thread meanwhile: for work that runs its own
+    GEMMs on each block (a convolution over its block of images). A single
+    call ``fn(0, n)`` where GEMMs are not split (:func:`gemm_blocks`)."""
+    blocks = _bounds(n, THREADS, 1) if _split_gemms(xp) else [(0, n)]
+    run_gemms([lambda lo=lo, hi=hi: fn(lo, hi) for lo, hi in blocks])
+
+
 def for_blocks(xp, n, elements, fn):
     """Call ``fn(lo, hi)`` over blocks covering range(n), in parallel on NumPy.
 
     ``elements`` is the total work (array elements touched), used to keep
     small problems in one thread. The blocks must touch disjoint memory.
     """
-    if xp is not np or THREADS == 1:
+    if xp is not np or THREADS == 1 or _in_block():
         fn(0, n)
         return
     per_row = max(1, elements // max(n, 1))

@@ -10,9 +10,14 @@ Memory: a trainable k×k convolution keeps its columns from forward for the
 weight gradient, in a block it reuses every step (:meth:`Layer.scratch`); the
 column gradient of backward reuses the same block once the weight gradient is
 done, so each k×k layer holds one column block between steps. Where no weight
-gradient is needed (a fixed convolution, or evaluation) the columns are built and consumed one chunk of images at a time
-(at most ``CHUNK_BYTES``), and backward folds the input gradient chunk by
-chunk too, so a very large batch never needs its whole column matrix.
+gradient is needed (a fixed convolution, or evaluation) the columns are built
+and consumed one chunk of images at a time (at most ``CHUNK_BYTES``), and
+backward folds the input gradient chunk by chunk too, so a very large batch
+never needs its whole column matrix. A short GEMM (K = C_in·k·k ≤
+``SHORT_GEMM_K``, a first layer) on NumPy instead gives each thread a block
+of the images, unfolded, multiplied and biased a cache-sized chunk
+(``COLS_CHUNK_BYTES``) at a time: its GEMM is cheap beside the columns'
+round trip through memory.
 ``needs_input_grad = False`` (set on a network's first layer) skips the input
 gradient: backward then returns None.
 
@@ -20,7 +25,7 @@ Layout (:mod:`minids.layers.base`): a 1×1 convolution of a channels-last
 input computes channels-last, (N·H·W, C_in) @ Wᵀ, the orientation in which
 OpenBLAS runs these GEMMs fastest. A k×k convolution writes its output
 channels-last when forward is asked to (``channels_last=True``) and its
-GEMM is short, K = C_in·k·k ≤ ``MAX_CHANNELS_LAST_K`` (a first layer): its
+GEMM is short, K = C_in·k·k ≤ ``SHORT_GEMM_K`` (a first layer): its
 columns stay channel-major, and the transposed GEMM on them is faster than
 the channel-major one at K = 75 but slower at NiN's conv2, K = 2,400
 (docs/performance.md, "Channels-last 1×1 convolutions"). A k×k
@@ -44,6 +49,9 @@ from minids.layers.separable import (channel_factored_forward, channel_factored_
 #: smaller blocks save memory but make BLAS slower (2 blocks of NiN's conv2 at
 #: batch 128 cost 10 % more than one on 2 cores), so only very large batches split
 CHUNK_BYTES = 512 * 2**20
+#: the same for a short GEMM on NumPy, per thread: small enough that the GEMM reads
+#: the columns from cache (docs/performance.md, "Short convolutions in cache-sized chunks")
+COLS_CHUNK_BYTES = 2 * 2**20
 
 
 class Conv2d(Layer):
@@ -57,8 +65,9 @@ class Conv2d(Layer):
     fixed = False
     #: False skips the input gradient (backward returns None); for a network's first layer
     needs_input_grad = True
-    #: the longest GEMM K = c_in·k·k of a k×k convolution that writes a channels-last output when asked
-    MAX_CHANNELS_LAST_K = 256
+    #: the longest GEMM K = c_in·k·k of a k×k convolution counted as short (a first layer):
+    #: it writes a channels-last output when asked, and unfolds cache-sized chunks per thread
+    SHORT_GEMM_K = 256
 
     def __init__(self, c_in, c_out, k, stride=1, padding=0, dtype=None, rng=None):
         super().__init__()
@@ -116,6 +125,11 @@ class Conv2d(Layer):
         return self.params["bias"]
 
     @property
+    def has_short_gemm(self):
+        """True when the GEMM's K = c_in·k·k is at most ``SHORT_GEMM_K``."""
+        return self.c_in * self.k * self.k <= self.SHORT_GEMM_K
+
+    @property
     def is_pointwise(self):
         """True for a 1×1, stride-1, unpadded convolution (no im2col needed)."""
         return self.k == 1 and self.stride == 1 and self.padding == 0
@@ -147,26 +161,63 @@ class Conv2d(Layer):
         if self.is_pointwise:
             cols = channel_rows(x)
             y = self._gemm(weight, cols, last)
+            self._add_bias(y, last)
         elif keep_cols:
             cols = im2col(x, self.k, self.stride, self.padding,
                           out=self.scratch("cols", weight.shape[1:] + (n * pixels,), x.dtype, xp))
             y = self._gemm(weight, cols, last)
+            self._add_bias(y, last)
         else:
-            # no weight gradient: unfold a chunk of images at a time and drop the columns
             cols = None
-            y = xp.empty((n * pixels, self.c_out) if last else (self.c_out, n * pixels), dtype=x.dtype)
-            for start, stop in self._chunks(n, pixels):
-                block = self.scratch("cols", weight.shape[1:] + ((stop - start) * pixels,), x.dtype, xp)
-                pixel_range = slice(start * pixels, stop * pixels)
-                self._gemm(weight, im2col(x[start:stop], self.k, self.stride, self.padding, out=block),
-                           last, out=y[pixel_range] if last else y[:, pixel_range])
-        self._add_bias(y, last)
+            y = self._unfolded_forward(x, weight, last, pixels)
         self.keep(("dense", x.shape, x_last, cols if keep_cols else None) if train else None)
         return self._output_view(y, last, n, h_out, w_out)
 
+    def _unfolded_forward(self, x, weight, last, pixels):
+        """The output matrix, bias added, of ``weight`` (c_out, K) on the im2col
+        columns of ``x`` (N, c_in, H, W), without keeping the columns: channel-major
+        (c_out, N·pixels), or with ``last`` channels-last (N·pixels, c_out); the
+        columns built a chunk of images at a time (:meth:`_image_chunks`)."""
+        xp = get_array_module(x)
+        n = x.shape[0]
+        y = xp.empty((n * pixels, self.c_out) if last else (self.c_out, n * pixels), dtype=x.dtype)
+
+        def unfold(start, stop, block):
+            cols = self.scratch(block, (weight.shape[1], (stop - start) * pixels), x.dtype, xp)
+            im2col(x[start:stop], self.k, self.stride, self.padding, out=cols)
+            rows = slice(start * pixels, stop * pixels)
+            out = y[rows] if last else y[:, rows]
+            self._gemm(weight, cols, last, out=out)
+            self._add_bias(out, last)
+
+        self._image_chunks(xp, n, pixels, unfold)
+        return y
+
+    def _image_chunks(self, xp, n, pixels, fn):
+        """Call ``fn(start, stop, block)`` over chunks [start, stop) of the n images,
+        ``block`` the name of the scratch block for the chunk's columns. With a
+        short GEMM (:attr:`has_short_gemm`) on NumPy each thread takes a block of
+        the images, a chunk of at most ``COLS_CHUNK_BYTES`` of columns at a time,
+        so that its GEMM reads them from cache; else the chunks (at most
+        ``CHUNK_BYTES``) run in turn, their GEMMs split over the threads."""
+        per_image = self.c_in * self.k * self.k * pixels * self.bias.dtype.itemsize
+        cached = xp is np and self.has_short_gemm
+        step = max(1, (COLS_CHUNK_BYTES if cached else CHUNK_BYTES) // max(per_image, 1))
+
+        def run(lo, hi):
+            # the first block reuses the layer's "cols" block: free once any weight gradient is done
+            block = "cols" if lo == 0 else f"cols{lo}"
+            for start in range(lo, hi, step):
+                fn(start, min(start + step, hi), block)
+
+        if cached:
+            threads.gemm_for_blocks(xp, n, run)
+        else:
+            run(0, n)
+
     def _writes_channels_last(self, asked):
         """Whether this k×k convolution writes a channels-last output when ``asked`` (module docstring)."""
-        return asked and self.c_in * self.k * self.k <= self.MAX_CHANNELS_LAST_K
+        return asked and self.has_short_gemm
 
     @staticmethod
     def _gemm(weight, cols, last, out=None):
@@ -213,12 +264,6 @@ class Conv2d(Layer):
                             lambda lo, hi: dy_rows[lo:hi].sum(axis=1, out=grad[lo:hi]))
         return grad
 
-    def _chunks(self, n, pixels):
-        """(start, stop) image ranges whose im2col columns take ≤ CHUNK_BYTES each."""
-        per_image = self.c_in * self.k * self.k * pixels * self.bias.dtype.itemsize
-        step = max(1, min(n, CHUNK_BYTES // max(per_image, 1)))
-        return [(start, min(start + step, n)) for start in range(0, n, step)]
-
     def backward(self, dy):
         _, x_shape, x_last, cols = self.take()
         return self._dense_backward(dy, x_shape, x_last, cols)
@@ -241,12 +286,14 @@ class Conv2d(Layer):
             return swap_nc(threads.matmul(weight.T, dy2).reshape(c, n, h, w))
         pixels = dy2.shape[1] // n
         dx = xp.zeros((c, n, h, w), dtype=dy.dtype)
-        for start, stop in self._chunks(n, pixels):
-            # the weight gradient is done, so the columns' block is free for their gradient
-            dcols = self.scratch("cols", weight.shape[1:] + ((stop - start) * pixels,), dy.dtype, xp)
+
+        def fold(start, stop, block):
+            dcols = self.scratch(block, (weight.shape[1], (stop - start) * pixels), dy.dtype, xp)
             threads.matmul(weight.T, dy2[:, start * pixels:stop * pixels], out=dcols)
             col2im(dcols, (stop - start, c, h, w), self.k, self.stride, self.padding,
                    out=dx[:, start:stop])
+
+        self._image_chunks(xp, n, pixels, fold)
         if x_last:
             return xp.ascontiguousarray(dx.transpose(1, 2, 3, 0)).transpose(0, 3, 1, 2)
         return swap_nc(dx)
