@@ -153,11 +153,15 @@ class _Pool2d(Layer):
         columns = self.scratch("columns", (lead, mid, h_out, w, inner), x5.dtype, xp)
         y = xp.empty((lead, mid, h_out, w_out, inner), dtype=x5.dtype)
 
+        # the columns of a chunk of the lead axis are read back from cache
+        per_lead = (columns.size + y.size) // max(lead, 1) * x5.dtype.itemsize
+
         def pool(lo, hi):
-            self._pool_axis(x5[lo:hi], columns[lo:hi], 2, fold)
-            self._pool_axis(columns[lo:hi], y[lo:hi], 3, fold)
-            if divisor is not None:
-                y[lo:hi] /= divisor[:, :, None]
+            for start, stop in threads.cache_chunks(xp, lo, hi, per_lead):
+                self._pool_axis(x5[start:stop], columns[start:stop], 2, fold)
+                self._pool_axis(columns[start:stop], y[start:stop], 3, fold)
+                if divisor is not None:
+                    y[start:stop] /= divisor[:, :, None]
 
         threads.for_blocks(xp, lead, x5.size, pool)
         return y
@@ -267,21 +271,24 @@ class MaxPool2d(_Pool2d):
         improved = xp.empty(size, dtype=xp.bool_)
         tagged = xp.empty(size, dtype=xp.uint8)
 
+        # the running max and its tap stay in cache over the k² taps of a chunk
+        chunk_bytes = x.dtype.itemsize + 3
+
         def pool(lo, hi):
-            start, stop = lo * per_lead, hi * per_lead
-            best = y[start:stop]
-            arg, better, tag = argmax[start:stop], improved[start:stop], tagged[start:stop]
-            for index, phase, offset in plan[2]:
-                window = planes[phase][start + offset * inner:stop + offset * inner]
-                if index == 0:  # tap (0, 0) lies inside every window
-                    best[...] = window
-                    continue
-                # taps come in increasing index order, so the last strict improvement
-                # is the largest index that improved: a max, no masked assignment
-                xp.greater(window, best, out=better)
-                xp.multiply(better.view(xp.uint8), xp.uint8(index), out=tag)
-                xp.maximum(arg, tag, out=arg)
-                xp.maximum(best, window, out=best)
+            for start, stop in threads.cache_chunks(xp, lo * per_lead, hi * per_lead, chunk_bytes):
+                best = y[start:stop]
+                arg, better, tag = argmax[start:stop], improved[start:stop], tagged[start:stop]
+                for index, phase, offset in plan[2]:
+                    window = planes[phase][start + offset * inner:stop + offset * inner]
+                    if index == 0:  # tap (0, 0) lies inside every window
+                        best[...] = window
+                        continue
+                    # taps come in increasing index order, so the last strict improvement
+                    # is the largest index that improved: a max, no masked assignment
+                    xp.greater(window, best, out=better)
+                    xp.multiply(better.view(xp.uint8), xp.uint8(index), out=tag)
+                    xp.maximum(arg, tag, out=arg)
+                    xp.maximum(best, window, out=best)
 
         threads.for_blocks(xp, lead, size, pool)
         self.keep((x.shape, plan, argmax, last))
