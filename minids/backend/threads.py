@@ -120,11 +120,11 @@ def _in_block():
 def _as_block(task):
     """``task`` marked, while it runs, as a block of :func:`_run` (:func:`_in_block`)."""
     def block():
-        _worker.in_block = True
+        outer, _worker.in_block = _in_block(), True
         try:
             return task()
         finally:
-            _worker.in_block = False
+            _worker.in_block = outer
     return block
 
 
