@@ -6,6 +6,7 @@ minids.layers.base promises."""
 import numpy as np
 import pytest
 
+from minids.backend import threads
 from minids.layers import AvgPool2d, Conv2d, FixedConv2d, MaxPool2d, ReLU, Sequential
 from minids.layers.base import is_channels_last
 from minids.models import build_model, dictionary_factors
@@ -120,10 +121,11 @@ def test_pointwise_input_gradient_takes_the_inputs_layout(rng):
 
 
 @pytest.mark.parametrize("path", ["factored", "channel"])
-def test_factored_conv_reads_channels_last_and_answers_in_kind(rng, split_everything, path):
+def test_factored_conv_reads_channels_last_and_answers_in_kind(rng, split_everything, monkeypatch, path):
+    monkeypatch.setattr(threads, "GEMM_CHUNK_BYTES", 1)  # the factored path one image a chunk
     factors = dictionary_factors("odct3", 9, 4, 5, 1.5)
     conv = FixedConv2d(factors.dense(), padding=2, dtype=np.float64, factors=factors, force_path=path)
-    x = channels_last(rng.standard_normal((2, 4, 7, 6)))
+    x = channels_last(rng.standard_normal((3, 4, 7, 6)))
     y = conv.forward(x)
     assert not is_channels_last(y)  # the factored paths write channel-major
     np.testing.assert_allclose(y, direct_conv(x, factors.dense(), conv.bias, 1, 2), atol=1e-12)

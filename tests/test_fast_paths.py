@@ -61,7 +61,7 @@ def test_im2col_matches_a_padded_copy_and_col2im_is_its_adjoint(rng, k, stride, 
 @pytest.fixture
 def tiny_chunks(monkeypatch):
     """Columns of at most ~2 images per chunk, so 5 images take 3 uneven chunks."""
-    monkeypatch.setattr(conv_module, "COLS_CHUNK_BYTES", 2 * 3 * 25 * 7 * 6 * 8 + 1)
+    monkeypatch.setattr(threads, "GEMM_CHUNK_BYTES", 2 * 3 * 25 * 7 * 6 * 8 + 1)
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["one thread", "3 threads"])
@@ -92,15 +92,16 @@ def test_chunked_fixed_conv_matches_direct_loops_and_its_adjoint(rng, tiny_chunk
     np.testing.assert_allclose(conv.grads["bias"], dy.sum(axis=(0, 2, 3)), atol=1e-12)
 
 
-@pytest.mark.parametrize("c_in, limit", [(3, "COLS_CHUNK_BYTES"), (30, "CHUNK_BYTES")],
+@pytest.mark.parametrize("c_in, module, limit", [(3, threads, "GEMM_CHUNK_BYTES"),
+                                                 (30, conv_module, "CHUNK_BYTES")],
                          ids=["short GEMM, K = 27", "long GEMM, K = 270"])
-def test_chunked_and_whole_input_gradients_agree(rng, monkeypatch, c_in, limit):
+def test_chunked_and_whole_input_gradients_agree(rng, monkeypatch, c_in, module, limit):
     w = rng.standard_normal((4, c_in, 3, 3))
     x = rng.standard_normal((5, c_in, 6, 6))
     dy = rng.standard_normal((5, 4, 6, 6))
     results = []
     for chunk in (10**9, c_in * 9 * 36 * 8):   # one chunk, then one image per chunk
-        monkeypatch.setattr(conv_module, limit, chunk)
+        monkeypatch.setattr(module, limit, chunk)
         conv = FixedConv2d(w, padding=1, dtype=np.float64)
         results.append((conv.forward(x), conv.backward(dy)))
     np.testing.assert_allclose(results[0][0], direct_conv(x, w, conv.bias, 1), atol=1e-12)
@@ -301,25 +302,31 @@ def test_gemm_blocks_cover_the_range_and_run_gemms_keeps_their_order(split_every
     assert sum(results, []) == list(range(10))
 
 
-def test_gemm_for_blocks_runs_nested_splits_inline(rng, split_everything):
-    """Work that a block runs may split again (a GEMM, an im2col); inside a block of
+def test_gemm_chunks_cover_the_range_once_and_run_nested_splits_inline(rng, split_everything,
+                                                                       monkeypatch):
+    """Work that a chunk runs may split again (a GEMM, an im2col); inside a block of
     minids' threads it runs inline in that block's thread, where the pool's
     threads are all busy, instead of waiting on them."""
+    monkeypatch.setattr(threads, "GEMM_CHUNK_BYTES", 2 * 8)  # 2 items of 8 bytes a chunk
     seen = np.zeros(12, dtype=int)
+    chunks = []
     a, b = rng.standard_normal((4, 6)), rng.standard_normal((6, 12))
     out = np.zeros((4, 12))
 
-    def block(lo, hi):
+    def chunk(start, stop, block):
         inner = []
-        threads.for_blocks(np, hi - lo, 10**6, lambda i, j: inner.append((i, j)))
-        assert inner == [(0, hi - lo)]
+        threads.for_blocks(np, stop - start, 10**6, lambda i, j: inner.append((i, j)))
+        assert inner == [(0, stop - start)]
         assert threads.gemm_blocks(np, 10**6) == [(0, 10**6)]
-        threads.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
-        seen[lo:hi] += 1
-    threads.gemm_for_blocks(np, 12, block)
+        threads.matmul(a, b[:, start:stop], out=out[:, start:stop])
+        seen[start:stop] += 1
+        chunks.append((block, stop - start))
+    threads.gemm_chunks(np, 12, 8, chunk)
     np.testing.assert_array_equal(seen, 1)
     np.testing.assert_allclose(out, a @ b, atol=1e-12)
-    if threads._BLAS:
+    assert all(size <= 2 for _, size in chunks)
+    if threads._BLAS:  # three blocks of 4 items, two chunks each
+        assert sorted(chunks) == [(0, 2), (0, 2), (1, 2), (1, 2), (2, 2), (2, 2)]
         assert len(threads.gemm_blocks(np, 12)) == 3  # outside a block, work splits again
 
 

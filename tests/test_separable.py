@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from minids.backend import gpu_available
+from minids.backend import gpu_available, threads
 from minids.flops import model_flops
 from minids.io import layer_arrays, model_from_weights, read_weights
 from minids.layers import FixedConv2d
@@ -43,14 +43,17 @@ SHAPES = [(192, 96, 5, 1, 2, 9), (192, 192, 3, 1, 1, 6), (192, 3, 5, 1, 2, 10),
           (40, 1, 5, 1, 2, 9), (13, 4, 3, 2, 1, 7), (10, 3, 3, 1, 0, 6)]
 
 
-@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("threaded", ["one thread", "3 threads", "3 threads, an image a chunk"])
 @pytest.mark.parametrize("path", ["factored", "channel"])
 @pytest.mark.parametrize("c_out,c_in,k,stride,padding,size", SHAPES)
 def test_factored_forward_and_input_gradient_equal_the_direct_convolution(c_out, c_in, k, stride,
                                                                          padding, size, path,
-                                                                         threaded, request):
-    if threaded:  # every block loop and GEMM split over 3 threads
+                                                                         threaded, request,
+                                                                         monkeypatch):
+    if threaded != "one thread":  # every block loop and GEMM split over 3 threads
         request.getfixturevalue("split_everything")
+    if threaded.endswith("a chunk"):  # the factored path's chunks of images: one image each
+        monkeypatch.setattr(threads, "GEMM_CHUNK_BYTES", 1)
     rng = np.random.default_rng(0)
     layer = factored_layer(c_out, c_in, k, stride, padding, np.float64, path=path)
     weight = np.asarray(layer.weight)

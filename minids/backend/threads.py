@@ -13,9 +13,9 @@ minids splits the work itself:
   GEMM work (one block of columns per thread);
 * :func:`for_blocks` runs a function over blocks of an axis (channels) in
   parallel; NumPy releases the GIL in copies and ufunc loops;
-* :func:`gemm_for_blocks` does the same for a function that runs its own
-  GEMMs on its block (a convolution's images, one cache-sized chunk at a
-  time);
+* :func:`gemm_chunks` gives each thread a block of items (images) and walks
+  it in cache-sized chunks, for work that runs its own small GEMMs and
+  passes on each chunk (a short convolution, a factored one);
 * :func:`cache_chunks` cuts a thread's block into pieces small enough that a
   loop of several ufunc passes reads all but the first from cache.
 
@@ -47,6 +47,9 @@ MIN_BLOCK_ELEMENTS = 1 << 16
 #: working set (bytes) of one chunk of a loop that passes several times over its data
 #: (:func:`cache_chunks`): about one core's L2 cache
 CACHE_CHUNK_BYTES = 1 << 20
+#: working set (bytes) of one chunk of :func:`gemm_chunks` (docs/performance.md,
+#: "Short convolutions in cache-sized chunks")
+GEMM_CHUNK_BYTES = 2 << 20
 
 
 def _requested_threads():
@@ -215,13 +218,26 @@ def matmul_nt(a, b):
     return total
 
 
-def gemm_for_blocks(xp, n, fn):
-    """Call ``fn(lo, hi)`` over one block of range(n) per thread, in parallel on
-    NumPy with OpenBLAS on one thread meanwhile: for work that runs its own
-    GEMMs on each block (a convolution over its block of images). A single
-    call ``fn(0, n)`` where GEMMs are not split (:func:`gemm_blocks`)."""
+def gemm_chunks(xp, n, bytes_per_item, fn):
+    """Call ``fn(start, stop, block)`` over chunks [start, stop) covering range(n),
+    for work that runs its own GEMMs and passes on each chunk (a convolution on a
+    chunk of images): on NumPy each thread takes one block of range(n) (``block``:
+    its index, for naming per-thread buffers) with OpenBLAS on one thread meanwhile,
+    and walks it in chunks of at most ``GEMM_CHUNK_BYTES`` of working set
+    (``bytes_per_item`` per item), so that a chunk's GEMMs and passes read from
+    cache; on CuPy one chunk, block 0."""
+    if xp is not np:
+        fn(0, n, 0)
+        return
+    step = max(1, GEMM_CHUNK_BYTES // max(bytes_per_item, 1))
     blocks = _bounds(n, THREADS, 1) if _split_gemms(xp) else [(0, n)]
-    run_gemms([lambda lo=lo, hi=hi: fn(lo, hi) for lo, hi in blocks])
+
+    def walk(block, lo, hi):
+        for start in range(lo, hi, step):
+            fn(start, min(start + step, hi), block)
+
+    run_gemms([lambda block=block, lo=lo, hi=hi: walk(block, lo, hi)
+               for block, (lo, hi) in enumerate(blocks)])
 
 
 def for_blocks(xp, n, elements, fn):

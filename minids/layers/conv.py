@@ -16,8 +16,8 @@ backward folds the input gradient chunk by chunk too, so a very large batch
 never needs its whole column matrix. A short GEMM (K = C_in·k·k ≤
 ``SHORT_GEMM_K``, a first layer) on NumPy instead gives each thread a block
 of the images, unfolded, multiplied and biased a cache-sized chunk
-(``COLS_CHUNK_BYTES``) at a time: its GEMM is cheap beside the columns'
-round trip through memory.
+(``threads.GEMM_CHUNK_BYTES``) at a time: its GEMM is cheap beside the
+columns' round trip through memory.
 ``needs_input_grad = False`` (set on a network's first layer) skips the input
 gradient: backward then returns None.
 
@@ -49,9 +49,6 @@ from minids.layers.separable import (channel_factored_forward, channel_factored_
 #: smaller blocks save memory but make BLAS slower (2 blocks of NiN's conv2 at
 #: batch 128 cost 10 % more than one on 2 cores), so only very large batches split
 CHUNK_BYTES = 512 * 2**20
-#: the same for a short GEMM on NumPy, per thread: small enough that the GEMM reads
-#: the columns from cache (docs/performance.md, "Short convolutions in cache-sized chunks")
-COLS_CHUNK_BYTES = 2 * 2**20
 
 
 class Conv2d(Layer):
@@ -197,23 +194,18 @@ class Conv2d(Layer):
         """Call ``fn(start, stop, block)`` over chunks [start, stop) of the n images,
         ``block`` the name of the scratch block for the chunk's columns. With a
         short GEMM (:attr:`has_short_gemm`) on NumPy each thread takes a block of
-        the images, a chunk of at most ``COLS_CHUNK_BYTES`` of columns at a time,
-        so that its GEMM reads them from cache; else the chunks (at most
-        ``CHUNK_BYTES``) run in turn, their GEMMs split over the threads."""
+        the images, a cache-sized chunk of columns at a time
+        (:func:`threads.gemm_chunks`); else the chunks (at most ``CHUNK_BYTES``)
+        run in turn, their GEMMs split over the threads."""
         per_image = self.c_in * self.k * self.k * pixels * self.bias.dtype.itemsize
-        cached = xp is np and self.has_short_gemm
-        step = max(1, (COLS_CHUNK_BYTES if cached else CHUNK_BYTES) // max(per_image, 1))
-
-        def run(lo, hi):
-            # the first block reuses the layer's "cols" block: free once any weight gradient is done
-            block = "cols" if lo == 0 else f"cols{lo}"
-            for start in range(lo, hi, step):
-                fn(start, min(start + step, hi), block)
-
-        if cached:
-            threads.gemm_for_blocks(xp, n, run)
-        else:
-            run(0, n)
+        # the first block reuses the layer's "cols" block: free once any weight gradient is done
+        if xp is np and self.has_short_gemm:
+            threads.gemm_chunks(xp, n, per_image, lambda start, stop, block: fn(
+                start, stop, f"cols{block}" if block else "cols"))
+            return
+        step = max(1, CHUNK_BYTES // max(per_image, 1))
+        for start in range(0, n, step):
+            fn(start, min(start + step, n), "cols")
 
     def _writes_channels_last(self, asked):
         """Whether this k×k convolution writes a channels-last output when ``asked`` (module docstring)."""

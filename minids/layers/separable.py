@@ -134,8 +134,24 @@ def _taps(k, stride, count):
     return [slice(t, t + stride * (count - 1) + 1, stride) for t in range(k)]
 
 
+def _chunk_bytes(factors, h, w, stride, padding, itemsize):
+    """Bytes of the intermediate arrays of one image in :func:`factored_forward`
+    (its adjoint's are the same sizes): the cache-sized chunks of
+    :func:`threads.gemm_chunks` are cut by it."""
+    k, p = factors.k, padding
+    n_u, n_v, n_h = factors.a_c.shape[1], factors.a_v.shape[1], factors.a_h.shape[1]
+    h_out, w_out = output_size(h, k, stride, p), output_size(w, k, stride, p)
+    wide = w + 2 * p
+    floats = (n_u * (h * w + (h + 2 * p) * wide) + (k + n_v) * n_u * h_out * wide
+              + (k * n_v + n_v * n_h) * n_u * h_out * w_out + factors.c_out * h_out * w_out)
+    return floats * itemsize
+
+
 def factored_forward(factors, x, stride, padding):
     """Forward of the factored convolution, without bias.
+
+    Each thread takes a block of the images and runs the three steps on a
+    cache-sized chunk of them at a time (:func:`threads.gemm_chunks`).
 
     Args:
         factors: :class:`KroneckerFactors`.
@@ -151,30 +167,27 @@ def factored_forward(factors, x, stride, padding):
     k, p = factors.k, padding
     h_out, w_out = output_size(h, k, stride, p), output_size(w, k, stride, p)
     n_u, n_v, n_h = a_c.shape[1], a_v.shape[1], a_h.shape[1]
-    z = threads.matmul(a_c.T, channel_rows(x)).reshape(n_u, n, h, w)
-    # the vertical taps of the zero-padded channel frequencies, (k, U, N, H_out, W + 2p)
-    rows_v = xp.empty((k, n_u, n, h_out, w + 2 * p), dtype=x.dtype)
-
-    def vertical_taps(lo, hi):
-        z_pad = xp.zeros((hi - lo, n, h + 2 * p, w + 2 * p), dtype=x.dtype)
-        z_pad[:, :, p:p + h, p:p + w] = z[lo:hi]
-        for t, tap in enumerate(_taps(k, stride, h_out)):
-            rows_v[t, lo:hi] = z_pad[:, :, tap]
-
-    threads.for_blocks(xp, n_u, rows_v.size, vertical_taps)
-    vertical = threads.matmul(a_v.T, rows_v.reshape(k, -1)).reshape(n_v, n_u, n, h_out, w + 2 * p)
-    cols_h = xp.empty((k, n_v, n_u, n, h_out, w_out), dtype=x.dtype)
-
-    def horizontal_taps(lo, hi):
-        for t, tap in enumerate(_taps(k, stride, w_out)):
-            cols_h[t, lo:hi] = vertical[lo:hi, ..., tap]
-
-    threads.for_blocks(xp, n_v, cols_h.size, horizontal_taps)
-    products = threads.matmul(a_h.T, cols_h.reshape(k, -1))  # (H, V·U·N·H_out·W_out)
-    products = products.reshape(n_h * n_v * n_u, n * h_out * w_out)
+    x_rows = channel_rows(x)  # (c_in, N·H·W)
     y = xp.empty((factors.c_out, n * h_out * w_out), dtype=x.dtype)
-    threads.for_blocks(xp, factors.c_out, y.size,
-                        lambda lo, hi: xp.take(products, rows[lo:hi], axis=0, out=y[lo:hi]))
+
+    def chunk(start, stop, _):
+        m = stop - start
+        z = threads.matmul(a_c.T, x_rows[:, start * h * w:stop * h * w]).reshape(n_u, m, h, w)
+        # the vertical taps of the zero-padded channel frequencies, (k, U, m, H_out, W + 2p)
+        z_pad = xp.zeros((n_u, m, h + 2 * p, w + 2 * p), dtype=x.dtype)
+        z_pad[:, :, p:p + h, p:p + w] = z
+        rows_v = xp.empty((k, n_u, m, h_out, w + 2 * p), dtype=x.dtype)
+        for t, tap in enumerate(_taps(k, stride, h_out)):
+            rows_v[t] = z_pad[:, :, tap]
+        vertical = threads.matmul(a_v.T, rows_v.reshape(k, -1)).reshape(n_v, n_u, m, h_out, w + 2 * p)
+        cols_h = xp.empty((k, n_v, n_u, m, h_out, w_out), dtype=x.dtype)
+        for t, tap in enumerate(_taps(k, stride, w_out)):
+            cols_h[t] = vertical[..., tap]
+        products = threads.matmul(a_h.T, cols_h.reshape(k, -1))  # (H, V·U·m·H_out·W_out)
+        products = products.reshape(n_h * n_v * n_u, m * h_out * w_out)
+        y[:, start * h_out * w_out:stop * h_out * w_out] = products[rows]
+
+    threads.gemm_chunks(xp, n, _chunk_bytes(factors, h, w, stride, p, x.dtype.itemsize), chunk)
     return y.reshape(factors.c_out, n, h_out, w_out)
 
 
@@ -189,7 +202,8 @@ def _input_in_layout(a_c, d_z, shape, channels_last):
 
 
 def factored_input_grad(factors, dy_rows, x_shape, stride, padding, channels_last=False):
-    """Input gradient of :func:`factored_forward` (its adjoint).
+    """Input gradient of :func:`factored_forward` (its adjoint), a cache-sized
+    chunk of images at a time per thread as the forward.
 
     Args:
         dy_rows: (c_out, N·H_out·W_out) output gradient (any strides).
@@ -205,33 +219,30 @@ def factored_input_grad(factors, dy_rows, x_shape, stride, padding, channels_las
     k, p = factors.k, padding
     h_out, w_out = output_size(h, k, stride, p), output_size(w, k, stride, p)
     n_u, n_v, n_h = a_c.shape[1], a_v.shape[1], a_h.shape[1]
-    # the products' gradient: the output gradient at the kept products, zero elsewhere
-    d_products = xp.zeros((n_h * n_v * n_u, n * h_out * w_out), dtype=dy_rows.dtype)
+    dtype = dy_rows.dtype
+    dx = xp.empty((n * h * w, c_in) if channels_last else (c_in, n, h, w), dtype=dtype)
 
-    def scatter(lo, hi):
-        d_products[rows[lo:hi]] = dy_rows[lo:hi]
-
-    threads.for_blocks(xp, factors.c_out, dy_rows.size, scatter)
-    d_cols_h = threads.matmul(a_h, d_products.reshape(n_h, -1)).reshape(k, n_v, n_u, n, h_out, w_out)
-    d_vertical = xp.empty((n_v, n_u, n, h_out, w + 2 * p), dtype=dy_rows.dtype)
-
-    def horizontal_adjoint(lo, hi):
-        d_vertical[lo:hi] = 0
+    def chunk(start, stop, _):
+        m = stop - start
+        # the products' gradient: the output gradient at the kept products, zero elsewhere
+        d_products = xp.zeros((n_h * n_v * n_u, m * h_out * w_out), dtype=dtype)
+        d_products[rows] = dy_rows[:, start * h_out * w_out:stop * h_out * w_out]
+        d_cols_h = threads.matmul(a_h, d_products.reshape(n_h, -1)).reshape(k, n_v, n_u, m, h_out, w_out)
+        d_vertical = xp.zeros((n_v, n_u, m, h_out, w + 2 * p), dtype=dtype)
         for t, tap in enumerate(_taps(k, stride, w_out)):
-            d_vertical[lo:hi, ..., tap] += d_cols_h[t, lo:hi]
-
-    threads.for_blocks(xp, n_v, d_vertical.size, horizontal_adjoint)
-    d_rows_v = threads.matmul(a_v, d_vertical.reshape(n_v, -1)).reshape(k, n_u, n, h_out, w + 2 * p)
-    d_z = xp.empty((n_u, n, h, w), dtype=dy_rows.dtype)
-
-    def vertical_adjoint(lo, hi):
-        d_z_pad = xp.zeros((hi - lo, n, h + 2 * p, w + 2 * p), dtype=dy_rows.dtype)
+            d_vertical[..., tap] += d_cols_h[t]
+        d_rows_v = threads.matmul(a_v, d_vertical.reshape(n_v, -1)).reshape(k, n_u, m, h_out, w + 2 * p)
+        d_z_pad = xp.zeros((n_u, m, h + 2 * p, w + 2 * p), dtype=dtype)
         for t, tap in enumerate(_taps(k, stride, h_out)):
-            d_z_pad[:, :, tap] += d_rows_v[t, lo:hi]
-        d_z[lo:hi] = d_z_pad[:, :, p:p + h, p:p + w]
+            d_z_pad[:, :, tap] += d_rows_v[t]
+        d_z = xp.ascontiguousarray(d_z_pad[:, :, p:p + h, p:p + w]).reshape(n_u, m * h * w)
+        if channels_last:
+            threads.matmul(d_z.T, a_c.T, out=dx[start * h * w:stop * h * w])
+        else:
+            dx[:, start:stop] = threads.matmul(a_c, d_z).reshape(c_in, m, h, w)
 
-    threads.for_blocks(xp, n_u, d_z.size, vertical_adjoint)
-    return _input_in_layout(a_c, d_z, x_shape, channels_last)
+    threads.gemm_chunks(xp, n, _chunk_bytes(factors, h, w, stride, p, dtype.itemsize), chunk)
+    return dx
 
 
 def channel_factored_forward(factors, x, stride, padding, cols=None):
