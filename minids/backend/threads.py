@@ -48,7 +48,7 @@ MIN_BLOCK_ELEMENTS = 1 << 16
 #: (:func:`cache_chunks`): about one core's L2 cache
 CACHE_CHUNK_BYTES = 1 << 20
 #: working set (bytes) of one chunk of :func:`gemm_chunks` (docs/performance.md,
-#: "Short convolutions in cache-sized chunks")
+#: "Convolutions and pooling in cache-sized chunks")
 GEMM_CHUNK_BYTES = 2 << 20
 
 
