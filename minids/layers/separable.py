@@ -14,7 +14,9 @@ linear maps (docs/performance.md, "Structured fixed convolutions"):
 Step 3 yields the U·V·H products; output channel ``o`` is the product
 ``(i_c(o), i_v(o), i_h(o))``. The input gradient is the adjoint of the three
 steps in reverse order. Each 1-D bank is one GEMM on k stacked shifted views
-(the 1-D im2col), so NumPy and CuPy run the same code.
+(the 1-D im2col), so NumPy and CuPy run the same code: on NumPy each thread
+runs the steps on a cache-sized chunk of its images at a time, on CuPy the
+whole batch is one chunk.
 
 The channel-factored path stops after step 1: each output is then a k×k
 convolution of the one map ``z[i_c(o)]`` with its spatial kernel
