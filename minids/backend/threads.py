@@ -49,7 +49,7 @@ MIN_BLOCK_ELEMENTS = 1 << 16
 CACHE_CHUNK_BYTES = 1 << 20
 #: working set (bytes) of one chunk of :func:`gemm_chunks` (docs/performance.md,
 #: "Convolutions and pooling in cache-sized chunks")
-GEMM_CHUNK_BYTES = 2 << 20
+GEMM_CHUNK_BYTES = 4 << 20
 
 
 def _requested_threads():
