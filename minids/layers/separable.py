@@ -193,14 +193,19 @@ def factored_forward(factors, x, stride, padding):
     return y.reshape(factors.c_out, n, h_out, w_out)
 
 
-def _input_in_layout(a_c, d_z, shape, channels_last):
+def _input_in_layout(a_c, d_z, channels_last, out=None):
     """The adjoint of the channel DCT: ``a_c`` (c_in, U) @ ``d_z`` (U, N, H, W),
-    as (c_in, N, H, W) or with ``channels_last`` as its (N·H·W, c_in) transpose."""
+    as (c_in, N, H, W) or with ``channels_last`` as its (N·H·W, c_in) transpose;
+    written into ``out`` (an array or view of that shape) if given."""
     n_u, n, h, w = d_z.shape
     d_z = d_z.reshape(n_u, -1)
     if channels_last:
-        return threads.matmul_rows(d_z.T, a_c.T)
-    return threads.matmul(a_c, d_z).reshape(a_c.shape[0], n, h, w)
+        return threads.matmul_rows(d_z.T, a_c.T, out=out)
+    dx = threads.matmul(a_c, d_z).reshape(a_c.shape[0], n, h, w)
+    if out is None:
+        return dx
+    out[...] = dx
+    return out
 
 
 def factored_input_grad(factors, dy_rows, x_shape, stride, padding, channels_last=False):
@@ -237,11 +242,9 @@ def factored_input_grad(factors, dy_rows, x_shape, stride, padding, channels_las
         d_z_pad = xp.zeros((n_u, m, h + 2 * p, w + 2 * p), dtype=dtype)
         for t, tap in enumerate(_taps(k, stride, h_out)):
             d_z_pad[:, :, tap] += d_rows_v[t]
-        d_z = xp.ascontiguousarray(d_z_pad[:, :, p:p + h, p:p + w]).reshape(n_u, m * h * w)
-        if channels_last:
-            threads.matmul(d_z.T, a_c.T, out=dx[start * h * w:stop * h * w])
-        else:
-            dx[:, start:stop] = threads.matmul(a_c, d_z).reshape(c_in, m, h, w)
+        d_z = xp.ascontiguousarray(d_z_pad[:, :, p:p + h, p:p + w])
+        _input_in_layout(a_c, d_z, channels_last,
+                         out=dx[start * h * w:stop * h * w] if channels_last else dx[:, start:stop])
 
     threads.gemm_chunks(xp, n, _chunk_bytes(factors, h, w, stride, p, dtype.itemsize), chunk)
     return dx
@@ -289,4 +292,4 @@ def channel_factored_input_grad(factors, dy_rows, x_shape, stride, padding, chan
     for u, lo, hi in factors.channel_runs():
         d_cols[u * k * k:(u + 1) * k * k] += threads.matmul(kernels[lo:hi].T, dy_rows[lo:hi])
     d_z = swap_nc(col2im(d_cols, (n, n_u, h, w), k, stride, padding))  # (U, N, H, W)
-    return _input_in_layout(a_c, d_z, x_shape, channels_last)
+    return _input_in_layout(a_c, d_z, channels_last)
